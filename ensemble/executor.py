@@ -1,0 +1,93 @@
+"""Batched execution off the event loop: items due together are scored in one call on a worker thread."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Generic, TypeVar
+
+from ensemble.errors import EnsembleError
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+class QueueFull(EnsembleError):
+    """The executor's bounded queue is full; the caller decides what to do with the item."""
+
+
+class BatchExecutor(Generic[T, R]):
+    """Collects submitted items and runs ``fn`` over everything that is waiting, ``max_batch`` at a time.
+
+    ``fn`` runs on a dedicated thread so the Kafka consumer loop never blocks on model inference;
+    ``deliver`` is awaited on the event loop for every (item, result) pair in submission order.
+    """
+
+    def __init__(
+        self,
+        fn: Callable[[Sequence[T]], Sequence[R]],
+        deliver: Callable[[T, R], Awaitable[None]],
+        max_batch: int = 256,
+        max_queue: int = 20_000,
+        threads: int = 1,
+    ) -> None:
+        self._fn = fn
+        self._deliver = deliver
+        self.max_batch = max_batch
+        self._queue: asyncio.Queue[T] = asyncio.Queue(max_queue)
+        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="holmes-exec")
+        self._task: asyncio.Task[None] | None = None
+        self.batches = 0
+        self.items = 0
+        self.failures = 0
+
+    @property
+    def depth(self) -> int:
+        return self._queue.qsize()
+
+    def submit(self, item: T) -> None:
+        """Queue an item without waiting; raises :class:`QueueFull` when the bound is reached."""
+        try:
+            self._queue.put_nowait(item)
+        except asyncio.QueueFull as exc:
+            raise QueueFull(f"executor queue holds {self._queue.maxsize} items") from exc
+
+    async def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="holmes-batch-executor")
+
+    async def stop(self) -> None:
+        """Finish what is queued, then stop."""
+        if self._task is not None:
+            await self._queue.join()
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        self._pool.shutdown(wait=True)
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = [await self._queue.get()]
+            while len(batch) < self.max_batch and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            try:
+                results = await loop.run_in_executor(self._pool, self._fn, batch)
+                if len(results) != len(batch):
+                    raise EnsembleError(f"{len(results)} results for {len(batch)} items")
+                self.batches += 1
+                self.items += len(batch)
+                for item, result in zip(batch, results, strict=True):
+                    await self._deliver(item, result)
+            except Exception:
+                self.failures += len(batch)
+                log.exception("batch of %d items failed", len(batch))
+            finally:
+                for _ in batch:
+                    self._queue.task_done()

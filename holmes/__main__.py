@@ -1,0 +1,5 @@
+"""python -m holmes."""
+
+from holmes.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,234 @@
+"""The ``holmes`` command line: one entry point for every process kind."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from holmes.settings import ApiSettings, CommonSettings, Settings, WorkerSettings
+
+log = logging.getLogger("holmes")
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+    for noisy in ("kafka", "aiokafka", "faust", "mode", "uvicorn.access"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
+
+
+def cmd_broker(args: argparse.Namespace) -> int:
+    """Run the embedded broker (or check the configured one) and create the topics."""
+    from ingest.broker import EmbeddedBroker
+    from ingest.topics import ensure_topics
+
+    settings = CommonSettings()
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    broker = EmbeddedBroker(port=args.port, log_path=settings.state_dir / "broker.log").start()
+    try:
+        ensure_topics(broker.bootstrap, settings.topics().all())
+        print(f"embedded Kafka-protocol broker (Tansu, in memory) on {broker.bootstrap}")
+        print(f"export HOLMES_KAFKA_BOOTSTRAP={broker.bootstrap}   # then run holmes worker / api / simulate")
+        _wait_for_signal()
+    finally:
+        broker.stop()
+    return 0
+
+
+def _wait_for_signal() -> None:
+    stop = False
+
+    def handler(signum: int, frame: object) -> None:
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGTERM, handler)
+    try:
+        while not stop:
+            time.sleep(0.2)
+    except KeyboardInterrupt:
+        pass
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    """Run the windowing and scoring worker."""
+    from models.serving import load_rr_af
+
+    from ensemble.scoring import WindowScorer
+    from ingest.worker import WorkerConfig, run_worker
+
+    overrides = {k: v for k, v in {"window_s": args.window_s, "hop_s": args.hop_s}.items() if v is not None}
+    settings = WorkerSettings(**overrides)
+    if not settings.kafka_bootstrap:
+        print("holmes worker needs HOLMES_KAFKA_BOOTSTRAP (or use `holmes up`)", file=sys.stderr)
+        return 2
+    if settings.window_s not in (10.0, 30.0):
+        print(f"window_s must be 10 or 30, not {settings.window_s}", file=sys.stderr)
+        return 2
+    model = load_rr_af(settings.model_dir)
+    config = WorkerConfig(
+        kafka_bootstrap=settings.kafka_bootstrap,
+        topics=settings.topics(),
+        app_id=f"{settings.topic_prefix}-worker",
+        window_s=settings.window_s,
+        hop_s=settings.hop_s,
+        sample_rate_hz=settings.sample_rate_hz,
+        max_reorder_chunks=settings.max_reorder_chunks,
+        fetch_max_wait_ms=settings.fetch_max_wait_ms,
+        ready_file=Path(args.ready_file) if args.ready_file else None,
+        datadir=settings.state_dir / "worker",
+    )
+    run_worker(config, WindowScorer(model), loglevel=settings.log_level)
+    return 0
+
+
+def cmd_api(args: argparse.Namespace) -> int:
+    """Run the FastAPI service (REST, WebSocket, live page)."""
+    import uvicorn
+    from api.app import create_app
+    from api.config import ApiConfig
+
+    settings = ApiSettings()
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    config = ApiConfig(
+        database_url=settings.resolved_database_url(),
+        kafka_bootstrap=settings.kafka_bootstrap,
+        scores_topic=settings.topics().scores.name,
+        consumer_group=f"{settings.topic_prefix}-api",
+        fetch_max_wait_ms=settings.api_fetch_max_wait_ms,
+    )
+    port = args.port if args.port is not None else settings.api_port
+    uvicorn.run(create_app(config), host=args.host or settings.api_host, port=port,
+                log_level=settings.log_level, access_log=False)
+    return 0
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    """Replay ECG for N beds into the waveform topic."""
+    from simulator.events import parse_event
+    from simulator.kafka import kafka_sender, make_producer
+    from simulator.replay import Simulator, SimulatorConfig
+
+    settings = CommonSettings()
+    if not settings.kafka_bootstrap:
+        print("holmes simulate needs HOLMES_KAFKA_BOOTSTRAP (or use `holmes up --beds N`)", file=sys.stderr)
+        return 2
+    try:
+        events = tuple(parse_event(e) for e in args.event)
+    except ValueError as exc:
+        print(f"bad --event: {exc}", file=sys.stderr)
+        return 2
+    config = SimulatorConfig(
+        n_beds=args.beds, duration_s=args.duration, source=args.source, chunk_s=args.chunk_s,
+        speed=args.speed, seed=args.seed, data_dir=settings.data_dir, events=events,
+    )
+    producer = make_producer(settings.kafka_bootstrap)
+    try:
+        stats = Simulator(config, kafka_sender(producer, settings.topics().waveforms.name)).run(
+            progress=not args.quiet
+        )
+    finally:
+        producer.flush()
+        producer.close()
+    print(stats)
+    return 0
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    """Everything on one machine: broker, worker, API and (optionally) simulated beds."""
+    from holmes.supervisor import run_up
+
+    return run_up(Settings(), beds=args.beds, source=args.source, port=args.port)
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    """Run the whole system embedded against N simulated beds and write the benchmark JSON."""
+    from holmes.bench import BenchOptions, run_bench
+
+    options = BenchOptions(
+        beds=args.beds, duration_s=args.duration, hop_s=args.hop, window_s=args.window,
+        source=args.source, chunk_s=args.chunk_s, deadline_ms=args.deadline_ms,
+        json_path=Path(args.json) if args.json else None,
+    )
+    result = run_bench(Settings(), options)
+    return 0 if result["windows_lost"] == 0 else 1
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """Retrain the served model(s) from the shared data, reproducibly from a seed."""
+    from models.train_rr import train_rr_af
+
+    settings = CommonSettings()
+    out = Path(args.out) if args.out else Path(__file__).resolve().parents[1] / "models" / "artifacts"
+    train_rr_af(settings.data_dir, out, seed=args.seed, progress=True)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="holmes", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("up", help="start everything on embedded defaults and print the dashboard URL")
+    p.add_argument("--beds", type=int, default=8, help="simulated beds to start with (0 = none)")
+    p.add_argument("--source", choices=["mitdb", "cinc2017", "synthetic"], default="mitdb")
+    p.add_argument("--port", type=int, default=None, help="dashboard port (default HOLMES_API_PORT, 8000)")
+    p.set_defaults(fn=cmd_up)
+
+    p = sub.add_parser("broker", help="run the embedded Kafka-protocol broker and create the topics")
+    p.add_argument("--port", type=int, default=None, help="loopback port (default: a free one)")
+    p.set_defaults(fn=cmd_broker)
+
+    p = sub.add_parser("worker", help="run the windowing/scoring worker (needs HOLMES_KAFKA_BOOTSTRAP)")
+    p.add_argument("--window-s", type=float, default=None, help="10 or 30 (default HOLMES_WINDOW_S)")
+    p.add_argument("--hop-s", type=float, default=None)
+    p.add_argument("--ready-file", default=None, help="touched once partitions are assigned")
+    p.set_defaults(fn=cmd_worker)
+
+    p = sub.add_parser("api", help="run the API and live page (needs HOLMES_KAFKA_BOOTSTRAP for live scores)")
+    p.add_argument("--host", default=None)
+    p.add_argument("--port", type=int, default=None)
+    p.set_defaults(fn=cmd_api)
+
+    p = sub.add_parser("simulate", help="replay real ECG for N beds into the waveform topic")
+    p.add_argument("--beds", type=int, required=True)
+    p.add_argument("--duration", type=float, required=True, help="simulated seconds")
+    p.add_argument("--source", choices=["mitdb", "cinc2017", "synthetic"], default="mitdb")
+    p.add_argument("--speed", type=float, default=1.0, help="1 = real time, 2 = twice as fast")
+    p.add_argument("--chunk-s", type=float, default=1.0, help="chunk length, 0.25 to 1 s")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--event", action="append", default=[],
+                   help="inject KIND@BED:START+DURATION, KIND one of lead-off, noise, drop, duplicate, "
+                        "reorder, af (e.g. lead-off@bed-003:20+10); repeatable")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(fn=cmd_simulate)
+
+    p = sub.add_parser("bench", help="end-to-end benchmark: beds -> broker -> worker -> API -> WebSocket")
+    p.add_argument("--beds", type=int, required=True)
+    p.add_argument("--duration", type=float, required=True, help="simulated seconds of streaming")
+    p.add_argument("--hop", type=float, default=5.0)
+    p.add_argument("--window", type=float, default=10.0)
+    p.add_argument("--source", choices=["mitdb", "cinc2017", "synthetic"], default="mitdb")
+    p.add_argument("--chunk-s", type=float, default=1.0)
+    p.add_argument("--deadline-ms", type=float, default=1000.0, help="end-to-end budget a window must meet")
+    p.add_argument("--json", default=None, help="write the result here")
+    p.set_defaults(fn=cmd_bench)
+
+    p = sub.add_parser("train", help="retrain the served model from the shared data")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=None, help="artifact folder (default: the packaged models/artifacts)")
+    p.set_defaults(fn=cmd_train)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _setup_logging(os.environ.get("HOLMES_LOG_LEVEL", "info"))
+    try:
+        return int(args.fn(args))
+    except KeyboardInterrupt:
+        return 130

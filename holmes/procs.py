@@ -1,0 +1,86 @@
+"""Child-process supervision for ``holmes up`` and ``holmes bench``: no orphans, whatever happens."""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """Runs in the child before exec: the kernel sends SIGTERM if the supervisor dies, even by SIGKILL."""
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    except OSError:  # not Linux: the supervisor's own shutdown still stops children
+        pass
+
+
+class Child:
+    """One supervised process with its own log file."""
+
+    def __init__(self, name: str, argv: Sequence[str], env: Mapping[str, str], log_path: Path) -> None:
+        self.name = name
+        self.argv = list(argv)
+        self.log_path = log_path
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._log = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            self.argv, env=dict(env), stdout=self._log, stderr=subprocess.STDOUT,
+            start_new_session=True, preexec_fn=_die_with_parent,  # noqa: PLW1509
+        )
+        log.info("started %s (pid %d), log: %s", name, self.proc.pid, log_path)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def stop(self, timeout_s: float = 10.0) -> int | None:
+        """SIGTERM, then SIGKILL after ``timeout_s``; returns the exit code."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                log.warning("%s ignored SIGTERM for %.0f s; killing it", self.name, timeout_s)
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        self._log.close()
+        return self.proc.returncode
+
+    def tail(self, lines: int = 20) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+def holmes_argv(*args: str) -> list[str]:
+    """The command line that runs a holmes subcommand with this interpreter."""
+    return [sys.executable, "-m", "holmes", *args]
+
+
+def wait_for(predicate: object, timeout_s: float, what: str, children: Sequence[Child] = ()) -> None:
+    """Poll ``predicate()`` until true; fail early with the log tail if a child died meanwhile."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():  # type: ignore[operator]
+            return
+        for child in children:
+            if not child.alive():
+                raise RuntimeError(f"{child.name} exited with code {child.proc.returncode} while waiting "
+                                   f"for {what}:\n{child.tail()}")
+        time.sleep(0.1)
+    raise TimeoutError(f"timed out after {timeout_s:.0f} s waiting for {what}")

@@ -1,0 +1,56 @@
+"""Settings for every process kind, read from ``HOLMES_*`` environment variables (and ``.env``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from ingest.topics import Topics
+
+
+class CommonSettings(BaseSettings):
+    """What every holmes process shares."""
+
+    model_config = SettingsConfigDict(env_prefix="HOLMES_", env_file=".env", extra="ignore", frozen=True)
+
+    kafka_bootstrap: str | None = Field(
+        default=None, description="host:port of a Kafka cluster; unset = start the embedded Tansu broker"
+    )
+    topic_prefix: str = "holmes"
+    waveform_partitions: int = Field(default=16, ge=1, le=256)
+    score_partitions: int = Field(default=4, ge=1, le=64)
+    data_dir: Path = Field(default=Path("../shared/data"), description="PhysioNet folders mitdb/ and cinc2017/")
+    state_dir: Path = Field(default=Path(".holmes"), description="logs, SQLite file, worker state")
+    log_level: str = "info"
+
+    def topics(self) -> Topics:
+        return Topics.named(self.topic_prefix, self.waveform_partitions, self.score_partitions)
+
+
+class WorkerSettings(CommonSettings):
+    """The windowing and scoring worker."""
+
+    window_s: float = Field(default=10.0, description="prediction window length; 10 and 30 are supported")
+    hop_s: float = Field(default=5.0, gt=0)
+    sample_rate_hz: float = 250.0
+    fetch_max_wait_ms: int = Field(default=10, ge=0, le=1500)
+    max_reorder_chunks: int = Field(default=2, ge=0, le=16)
+    model_dir: Path | None = Field(default=None, description="model artifacts; unset = the packaged ones")
+
+
+class ApiSettings(CommonSettings):
+    """The FastAPI service."""
+
+    database_url: str = Field(default="", description="SQLAlchemy URL; unset = SQLite in state_dir")
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(default=8000, ge=0, le=65535)
+    api_fetch_max_wait_ms: int = Field(default=10, ge=0, le=1500)
+
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.state_dir / 'holmes.db').resolve()}"
+
+
+class Settings(WorkerSettings, ApiSettings):
+    """All settings, for the commands that run several processes (``up``, ``bench``)."""

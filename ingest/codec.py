@@ -1,0 +1,155 @@
+"""Binary codec for waveform chunks and JSON codec for score records.
+
+Waveform layout (little endian), version 1::
+
+    magic "HW" | u8 version | u8 dtype (1=int16, 2=float32) | u64 seq | f64 t0_s | f32 sample_rate_hz
+    | f32 gain | u8 n_leads | u32 n_samples | u8 bed_id_len | bed_id utf-8
+    | n_leads x (u8 name_len | name ascii) | samples, lead-major (n_leads x n_samples)
+
+A 1-s, 2-lead int16 chunk at 250 Hz is 1,000 bytes of samples plus ~40 bytes of header,
+against ~10 kB as a JSON list of floats.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import struct
+
+import numpy as np
+
+from ingest.errors import DecodeError
+from ingest.schemas import (
+    BED_ID_RE,
+    SCORE_SCHEMA_VERSION,
+    WAVEFORM_SCHEMA_VERSION,
+    ScoreRecord,
+    WaveformChunk,
+)
+
+MAGIC = b"HW"
+_HEAD = struct.Struct("<2sBBQdffBIB")
+_DTYPES = {1: np.dtype("<i2"), 2: np.dtype("<f4")}
+_DTYPE_CODES = {np.dtype("<i2"): 1, np.dtype("<f4"): 2}
+
+#: Limits a message must respect; anything beyond is refused before numpy sees it.
+MAX_MESSAGE_BYTES = 256 * 1024
+MAX_LEADS = 12
+MAX_CHUNK_S = 10.0
+MIN_SAMPLE_RATE_HZ = 50.0
+MAX_SAMPLE_RATE_HZ = 2000.0
+
+
+def encode_chunk(chunk: WaveformChunk) -> bytes:
+    """Serialise a chunk; raises ``ValueError`` for a chunk that the decoder would refuse."""
+    samples = np.ascontiguousarray(chunk.samples)
+    if samples.dtype.newbyteorder("<") not in _DTYPE_CODES:
+        raise ValueError(f"samples must be int16 or float32, not {samples.dtype}")
+    samples = samples.astype(samples.dtype.newbyteorder("<"), copy=False)
+    if samples.ndim != 2 or samples.shape[0] != len(chunk.leads):
+        raise ValueError(f"samples shape {samples.shape} does not match {len(chunk.leads)} leads")
+    bed = chunk.bed_id.encode("utf-8")
+    head = _HEAD.pack(
+        MAGIC,
+        WAVEFORM_SCHEMA_VERSION,
+        _DTYPE_CODES[samples.dtype],
+        chunk.seq,
+        chunk.t0_s,
+        chunk.sample_rate_hz,
+        chunk.gain,
+        len(chunk.leads),
+        samples.shape[1],
+        len(bed),
+    )
+    names = b"".join(bytes([len(n)]) + n.encode("ascii") for n in chunk.leads)
+    return head + bed + names + samples.tobytes()
+
+
+def decode_chunk(data: bytes) -> WaveformChunk:
+    """Parse and validate a chunk; raises :class:`DecodeError` with a reason tag on any defect."""
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise DecodeError("wrong-type", f"expected bytes, got {type(data).__name__}")
+    if len(data) > MAX_MESSAGE_BYTES:
+        raise DecodeError("oversized", f"{len(data)} bytes > {MAX_MESSAGE_BYTES}")
+    if len(data) < _HEAD.size:
+        raise DecodeError("truncated", f"{len(data)} bytes is shorter than the {_HEAD.size}-byte header")
+    magic, version, dtype_code, seq, t0_s, fs, gain, n_leads, n_samples, bed_len = _HEAD.unpack_from(data)
+    if magic != MAGIC:
+        raise DecodeError("bad-magic", f"magic {magic!r} is not {MAGIC!r}")
+    if version != WAVEFORM_SCHEMA_VERSION:
+        raise DecodeError("wrong-schema", f"schema version {version} is not {WAVEFORM_SCHEMA_VERSION}")
+    if dtype_code not in _DTYPES:
+        raise DecodeError("wrong-schema", f"unknown dtype code {dtype_code}")
+    if not (MIN_SAMPLE_RATE_HZ <= fs <= MAX_SAMPLE_RATE_HZ) or not math.isfinite(fs):
+        raise DecodeError("bad-rate", f"sample rate {fs} Hz outside [{MIN_SAMPLE_RATE_HZ}, {MAX_SAMPLE_RATE_HZ}]")
+    if not math.isfinite(t0_s) or t0_s < 0:
+        raise DecodeError("bad-timestamp", f"t0_s {t0_s}")
+    if not math.isfinite(gain) or gain <= 0:
+        raise DecodeError("bad-gain", f"gain {gain}")
+    if not 1 <= n_leads <= MAX_LEADS:
+        raise DecodeError("bad-shape", f"{n_leads} leads")
+    if not 1 <= n_samples <= MAX_CHUNK_S * fs:
+        raise DecodeError("bad-shape", f"{n_samples} samples at {fs} Hz")
+    pos = _HEAD.size
+    try:
+        bed_id = bytes(data[pos : pos + bed_len]).decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DecodeError("bad-bed-id", "bed id is not utf-8") from exc
+    if len(bed_id.encode()) != bed_len or not BED_ID_RE.match(bed_id):
+        raise DecodeError("bad-bed-id", f"bed id {bed_id[:80]!r} is not a short printable identifier")
+    pos += bed_len
+    leads = []
+    for _ in range(n_leads):
+        if pos >= len(data):
+            raise DecodeError("truncated", "lead names cut short")
+        name_len = data[pos]
+        name = bytes(data[pos + 1 : pos + 1 + name_len])
+        if len(name) != name_len or not name.isascii() or not name.decode().isprintable():
+            raise DecodeError("bad-lead-name", f"lead name {name[:40]!r}")
+        leads.append(name.decode())
+        pos += 1 + name_len
+    dtype = _DTYPES[dtype_code]
+    expected = n_leads * n_samples * dtype.itemsize
+    if len(data) - pos != expected:
+        raise DecodeError("truncated" if len(data) - pos < expected else "trailing-bytes",
+                          f"{len(data) - pos} sample bytes, expected {expected}")
+    samples = np.frombuffer(data, dtype=dtype, count=n_leads * n_samples, offset=pos).reshape(n_leads, n_samples)
+    if dtype_code == 2 and not np.isfinite(samples).all():
+        raise DecodeError("non-finite", "samples contain NaN or Inf")
+    return WaveformChunk(
+        bed_id=bed_id,
+        seq=seq,
+        t0_s=t0_s,
+        sample_rate_hz=float(fs),
+        leads=tuple(leads),
+        samples=samples,
+        gain=float(gain),
+    )
+
+
+def encode_score(score: ScoreRecord) -> bytes:
+    """Serialise a score as compact JSON with a schema version."""
+    body = dataclasses.asdict(score)
+    body["models"] = list(score.models)
+    body["v"] = SCORE_SCHEMA_VERSION
+    return json.dumps(body, separators=(",", ":"), allow_nan=False).encode()
+
+
+def decode_score(data: bytes) -> ScoreRecord:
+    """Parse a score record; raises :class:`DecodeError` on any defect."""
+    try:
+        body = json.loads(data)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise DecodeError("undecodable", str(exc)[:200]) from exc
+    if not isinstance(body, dict) or body.pop("v", None) != SCORE_SCHEMA_VERSION:
+        raise DecodeError("wrong-schema", "not a version-1 score record")
+    names = {f.name for f in dataclasses.fields(ScoreRecord)}
+    unknown = set(body) - names
+    if unknown:
+        raise DecodeError("wrong-schema", f"unknown fields {sorted(unknown)}")
+    try:
+        body["models"] = tuple(body.get("models", ()))
+        return ScoreRecord(**body)
+    except TypeError as exc:
+        raise DecodeError("wrong-schema", str(exc)) from exc

@@ -1,0 +1,214 @@
+"""Per-bed ring buffers that turn a chunk stream into overlapping prediction windows.
+
+Sample positions are absolute: chunk ``seq`` of ``n`` samples covers ``[seq*n, (seq+1)*n)``. Windows end at
+multiples of the hop (``k * hop_n`` samples with ``k * hop_n >= window_n``), so a restarted worker cuts the same
+windows as the one before it. Duplicates are dropped by sequence number; a chunk that arrives early is held for
+up to ``max_reorder_chunks`` later chunks, after which the missing span is declared a gap: its samples are marked
+invalid and every window that overlaps them is emitted as incomplete instead of being stitched.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+import numpy as np
+
+from ingest.schemas import WaveformChunk
+
+
+class ChunkOutcome(StrEnum):
+    """What the windower did with a chunk."""
+
+    ACCEPTED = "accepted"
+    HELD = "held"  # arrived ahead of a missing one; waits for it
+    DUPLICATE = "duplicate"  # seq already seen (or given up on)
+    RESET = "reset"  # lead set or chunk length changed: the buffer started again
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """``window_n`` samples of one bed ending at ``end_index`` (exclusive), in millivolts."""
+
+    bed_id: str
+    leads: tuple[str, ...]
+    samples: np.ndarray  # (n_leads, window_n) float32 mV; NaN where samples are missing
+    sample_rate_hz: float
+    end_index: int
+    end_s: float  # acquisition time of the last sample
+    window_s: float
+    seq_last: int
+    missing_samples: int
+
+    @property
+    def complete(self) -> bool:
+        return self.missing_samples == 0
+
+
+@dataclass(slots=True)
+class WindowerStats:
+    """Counters of one bed's stream."""
+
+    accepted: int = 0
+    duplicates: int = 0
+    held: int = 0
+    gaps: int = 0
+    missing_chunks: int = 0
+    resets: int = 0
+    windows: int = 0
+    incomplete_windows: int = 0
+
+
+@dataclass(slots=True)
+class _Pending:
+    chunk: WaveformChunk
+    mv: np.ndarray
+
+
+class BedWindower:
+    """Ring buffer and window cutter for a single bed."""
+
+    def __init__(self, bed_id: str, window_s: float, hop_s: float, sample_rate_hz: float,
+                 max_reorder_chunks: int = 2) -> None:
+        if window_s <= 0 or hop_s <= 0:
+            raise ValueError("window_s and hop_s must be positive")
+        self.bed_id = bed_id
+        self.window_s = window_s
+        self.hop_s = hop_s
+        self.sample_rate_hz = sample_rate_hz
+        self.window_n = round(window_s * sample_rate_hz)
+        self.hop_n = round(hop_s * sample_rate_hz)
+        self.max_reorder_chunks = max_reorder_chunks
+        self.stats = WindowerStats()
+        self._leads: tuple[str, ...] | None = None
+        self._chunk_n = 0
+        self._buf = np.empty((0, self.window_n), dtype=np.float32)
+        self._next_seq = -1
+        self._first_index = 0
+        self._written = 0  # absolute index one past the last written sample
+        self._t_ref: tuple[int, float] = (0, 0.0)  # (absolute index, its acquisition time)
+        self._pending: dict[int, _Pending] = {}
+
+    def push(self, chunk: WaveformChunk) -> tuple[ChunkOutcome, list[Window]]:
+        """Feed one decoded chunk; returns what happened to it and the windows it completed."""
+        mv = chunk.millivolts()
+        outcome = ChunkOutcome.ACCEPTED
+        if self._leads != chunk.leads or self._chunk_n != chunk.n_samples:
+            if self._leads is not None:
+                self.stats.resets += 1
+                outcome = ChunkOutcome.RESET
+            self._restart(chunk)
+        if chunk.seq < self._next_seq or chunk.seq in self._pending:
+            self.stats.duplicates += 1
+            return ChunkOutcome.DUPLICATE, []
+        windows: list[Window] = []
+        if chunk.seq > self._next_seq:
+            self._pending[chunk.seq] = _Pending(chunk, mv)
+            self.stats.held += 1
+            if len(self._pending) <= self.max_reorder_chunks:
+                return ChunkOutcome.HELD, []
+            first = min(self._pending)
+            missing = first - self._next_seq
+            self.stats.gaps += 1
+            self.stats.missing_chunks += missing
+            windows += self._write(np.full((len(self._leads or ()), missing * self._chunk_n), np.nan,
+                                           dtype=np.float32), self._next_seq, None)
+            self._next_seq = first
+            outcome = ChunkOutcome.HELD
+        else:
+            windows += self._write(mv, chunk.seq, chunk)
+            self._next_seq = chunk.seq + 1
+            self.stats.accepted += 1
+        while self._next_seq in self._pending:
+            p = self._pending.pop(self._next_seq)
+            windows += self._write(p.mv, p.chunk.seq, p.chunk)
+            self._next_seq += 1
+            self.stats.accepted += 1
+        return outcome, windows
+
+    def _restart(self, chunk: WaveformChunk) -> None:
+        self._leads = chunk.leads
+        self._chunk_n = chunk.n_samples
+        self._buf = np.full((len(chunk.leads), self.window_n), np.nan, dtype=np.float32)
+        self._next_seq = chunk.seq
+        self._first_index = chunk.seq * chunk.n_samples
+        self._written = self._first_index
+        self._t_ref = (self._first_index, chunk.t0_s)
+        self._pending.clear()
+
+    def _write(self, mv: np.ndarray, seq: int, chunk: WaveformChunk | None) -> list[Window]:
+        start = seq * self._chunk_n
+        if chunk is not None:
+            self._t_ref = (start, chunk.t0_s)
+        n = mv.shape[1]
+        windows: list[Window] = []
+        pos = 0
+        while pos < n:
+            abs_pos = start + pos
+            next_boundary = (abs_pos // self.hop_n + 1) * self.hop_n
+            take = min(n - pos, next_boundary - abs_pos)
+            self._put(mv[:, pos : pos + take], abs_pos)
+            pos += take
+            end = abs_pos + take
+            if end % self.hop_n == 0 and end >= self.window_n and end - self.window_n >= self._first_index:
+                windows.append(self._cut(end, seq))
+        self._written = start + n
+        return windows
+
+    def _put(self, block: np.ndarray, abs_pos: int) -> None:
+        cap = self.window_n
+        i = abs_pos % cap
+        n = block.shape[1]
+        first = min(n, cap - i)
+        self._buf[:, i : i + first] = block[:, :first]
+        if first < n:
+            self._buf[:, : n - first] = block[:, first:]
+
+    def _cut(self, end: int, seq: int) -> Window:
+        i = end % self.window_n
+        samples = np.concatenate([self._buf[:, i:], self._buf[:, :i]], axis=1)
+        missing = int(np.isnan(samples[0]).sum())
+        ref_index, ref_t = self._t_ref
+        end_s = ref_t + (end - 1 - ref_index) / self.sample_rate_hz
+        self.stats.windows += 1
+        if missing:
+            self.stats.incomplete_windows += 1
+        return Window(
+            bed_id=self.bed_id,
+            leads=self._leads or (),
+            samples=samples,
+            sample_rate_hz=self.sample_rate_hz,
+            end_index=end,
+            end_s=end_s,
+            window_s=self.window_s,
+            seq_last=seq,
+            missing_samples=missing,
+        )
+
+
+class Windower:
+    """All beds of one worker: one :class:`BedWindower` per bed id, created on first sight."""
+
+    def __init__(self, window_s: float, hop_s: float, sample_rate_hz: float, max_reorder_chunks: int = 2) -> None:
+        self.window_s = window_s
+        self.hop_s = hop_s
+        self.sample_rate_hz = sample_rate_hz
+        self.max_reorder_chunks = max_reorder_chunks
+        self.beds: dict[str, BedWindower] = {}
+
+    def push(self, chunk: WaveformChunk) -> tuple[ChunkOutcome, list[Window]]:
+        """Route a chunk to its bed's buffer."""
+        bed = self.beds.get(chunk.bed_id)
+        if bed is None:
+            bed = self.beds[chunk.bed_id] = BedWindower(
+                chunk.bed_id, self.window_s, self.hop_s, self.sample_rate_hz, self.max_reorder_chunks
+            )
+        return bed.push(chunk)
+
+    def totals(self) -> WindowerStats:
+        """Counters summed over beds."""
+        total = WindowerStats()
+        for bed in self.beds.values():
+            for name in WindowerStats.__slots__:  # type: ignore[attr-defined]
+                setattr(total, name, getattr(total, name) + getattr(bed.stats, name))
+        return total

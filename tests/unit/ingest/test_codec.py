@@ -1,0 +1,100 @@
+"""The waveform codec round-trips real samples and refuses every kind of bad message with a reason."""
+
+from __future__ import annotations
+
+import struct
+
+import numpy as np
+import pytest
+
+from ingest.codec import MAX_MESSAGE_BYTES, decode_chunk, decode_score, encode_chunk, encode_score
+from ingest.errors import DecodeError
+from ingest.schemas import ScoreRecord, WaveformChunk
+
+
+def chunk(**over: object) -> WaveformChunk:
+    base: dict[str, object] = {
+        "bed_id": "bed-001", "seq": 7, "t0_s": 1_700_000_000.25, "sample_rate_hz": 250.0,
+        "leads": ("MLII", "V1"), "samples": np.arange(500, dtype=np.int16).reshape(2, 250), "gain": 200.0,
+    }
+    base.update(over)
+    return WaveformChunk(**base)  # type: ignore[arg-type]
+
+
+def test_int16_round_trip_is_exact_and_compact() -> None:
+    c = chunk()
+    data = encode_chunk(c)
+    assert len(data) < 2 * 250 * 2 + 64  # samples plus a small header, not JSON
+    back = decode_chunk(data)
+    assert back.bed_id == c.bed_id and back.seq == c.seq and back.t0_s == c.t0_s
+    assert back.leads == c.leads and back.gain == c.gain
+    np.testing.assert_array_equal(back.samples, c.samples)
+    np.testing.assert_allclose(back.millivolts(), c.samples / 200.0, rtol=1e-6)
+    assert back.t_last_s == pytest.approx(c.t0_s + 249 / 250)
+
+
+def test_float32_round_trip() -> None:
+    c = chunk(samples=np.linspace(-1, 1, 250, dtype=np.float32)[None, :], leads=("I",), gain=1.0)
+    np.testing.assert_array_equal(decode_chunk(encode_chunk(c)).samples, c.samples)
+
+
+@pytest.mark.parametrize(
+    ("mutate", "reason"),
+    [
+        (lambda d: d[:10], "truncated"),
+        (lambda d: d[:-3], "truncated"),
+        (lambda d: d + b"xx", "trailing-bytes"),
+        (lambda d: b"XX" + d[2:], "bad-magic"),
+        (lambda d: d[:2] + bytes([9]) + d[3:], "wrong-schema"),
+        (lambda d: b"\x00" * (MAX_MESSAGE_BYTES + 1), "oversized"),
+        (lambda d: b'{"bed_id": "bed-001", "samples": [1, 2, 3]}', "bad-magic"),
+    ],
+)
+def test_defects_are_refused_with_a_reason(mutate: object, reason: str) -> None:
+    data = encode_chunk(chunk())
+    with pytest.raises(DecodeError) as err:
+        decode_chunk(mutate(data))  # type: ignore[operator]
+    assert err.value.reason == reason
+
+
+def test_nan_samples_are_refused() -> None:
+    bad = np.full((1, 250), np.nan, dtype=np.float32)
+    with pytest.raises(DecodeError, match="non-finite"):
+        decode_chunk(encode_chunk(chunk(samples=bad, leads=("I",), gain=1.0)))
+
+
+def test_out_of_range_rate_is_refused() -> None:
+    with pytest.raises(DecodeError) as err:
+        decode_chunk(encode_chunk(chunk(sample_rate_hz=5.0)))
+    assert err.value.reason == "bad-rate"
+
+
+@pytest.mark.parametrize("bed_id", ["", "bed 1", "x" * 65, "bed\n1", "../etc"])
+def test_hostile_bed_ids_are_refused(bed_id: str) -> None:
+    data = encode_chunk(chunk(bed_id=bed_id))
+    with pytest.raises(DecodeError) as err:
+        decode_chunk(data)
+    assert err.value.reason == "bad-bed-id"
+
+
+def test_header_claiming_more_samples_than_sent_is_truncated() -> None:
+    data = bytearray(encode_chunk(chunk()))
+    head = struct.Struct("<2sBBQdffBIB")
+    fields = list(head.unpack_from(data))
+    fields[8] = 2000  # n_samples
+    head.pack_into(data, 0, *fields)
+    with pytest.raises(DecodeError) as err:
+        decode_chunk(bytes(data))
+    assert err.value.reason == "truncated"
+
+
+def test_score_round_trip_and_refusals() -> None:
+    rec = ScoreRecord(bed_id="bed-002", window_end_s=1.5, window_s=10.0, state="ok", risk=0.25,
+                      models=("rr-af@1",), quality=0.9)
+    assert decode_score(encode_score(rec)) == rec
+    with pytest.raises(DecodeError):
+        decode_score(b"not json")
+    with pytest.raises(DecodeError):
+        decode_score(b'{"v": 2}')
+    with pytest.raises(DecodeError):
+        decode_score(b'{"v": 1, "bed_id": "b", "surprise": 1}')

@@ -1,0 +1,115 @@
+"""Windows are cut at hop boundaries by sequence number; gaps, duplicates and reordering are handled."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ingest.schemas import WaveformChunk
+from ingest.windowing import BedWindower, ChunkOutcome, Windower
+
+FS = 250.0
+T0 = 1_700_000_000.0
+
+
+def make_chunk(seq: int, n: int = 250, bed: str = "bed-001", leads: tuple[str, ...] = ("I",)) -> WaveformChunk:
+    # Sample value = absolute sample index, so a window's content says exactly where it came from.
+    idx = np.arange(seq * n, (seq + 1) * n)
+    samples = np.tile((idx % 30000).astype(np.int16), (len(leads), 1))
+    return WaveformChunk(bed, seq, T0 + seq * n / FS, FS, leads, samples, 1.0)
+
+
+def feed(w: BedWindower | Windower, seqs: list[int], n: int = 250) -> list:
+    out = []
+    for s in seqs:
+        out += w.push(make_chunk(s, n))[1]
+    return out
+
+
+@pytest.mark.parametrize(("window_s", "hop_s", "duration_s", "expected"),
+                         [(10, 5, 60, 11), (30, 5, 60, 7), (10, 2.5, 20, 5), (10, 5, 9, 0)])
+def test_window_count_and_boundaries(window_s: float, hop_s: float, duration_s: int, expected: int) -> None:
+    w = BedWindower("bed-001", window_s, hop_s, FS)
+    windows = feed(w, list(range(duration_s)))
+    assert len(windows) == expected
+    for win in windows:
+        assert win.complete
+        assert win.samples.shape == (1, int(window_s * FS))
+        assert win.end_index % int(hop_s * FS) == 0
+        np.testing.assert_array_equal(win.samples[0], np.arange(win.end_index - w.window_n, win.end_index))
+        assert win.end_s == pytest.approx(T0 + (win.end_index - 1) / FS)
+
+
+def test_half_second_chunks_give_the_same_windows() -> None:
+    whole = feed(BedWindower("b", 10, 5, FS), list(range(30)))
+    halves = feed(BedWindower("b", 10, 5, FS), list(range(60)), n=125)
+    assert [x.end_index for x in halves] == [x.end_index for x in whole]
+    for x, y in zip(halves, whole, strict=True):
+        np.testing.assert_array_equal(x.samples, y.samples)
+        assert x.end_s == pytest.approx(y.end_s)
+
+
+def test_duplicates_are_dropped() -> None:
+    w = BedWindower("bed-001", 10, 5, FS)
+    windows = feed(w, [0, 1, 1, 2, 2, 2] + list(range(3, 20)))
+    assert w.stats.duplicates == 3
+    assert len(windows) == 3 and all(x.complete for x in windows)
+
+
+def test_reordered_chunks_are_put_back_in_order() -> None:
+    w = BedWindower("bed-001", 10, 5, FS, max_reorder_chunks=2)
+    seqs = list(range(20))
+    seqs[5], seqs[6] = seqs[6], seqs[5]
+    outcomes = [w.push(make_chunk(s))[0] for s in seqs]
+    assert ChunkOutcome.HELD in outcomes
+    w2 = BedWindower("bed-001", 10, 5, FS)
+    ref = feed(w2, list(range(20)))
+    w3 = BedWindower("bed-001", 10, 5, FS)
+    got = feed(w3, seqs)
+    assert [x.end_index for x in got] == [x.end_index for x in ref]
+    assert all(x.complete for x in got) and w3.stats.gaps == 0
+
+
+def test_a_gap_marks_overlapping_windows_incomplete() -> None:
+    w = BedWindower("bed-001", 10, 5, FS, max_reorder_chunks=2)
+    seqs = [s for s in range(40) if s not in (12, 13)]
+    windows = feed(w, seqs)
+    assert w.stats.gaps == 1 and w.stats.missing_chunks == 2
+    by_end = {x.end_index // 250: x for x in windows}
+    assert sorted(by_end) == [10, 15, 20, 25, 30, 35, 40]
+    assert by_end[10].complete
+    for end in (15, 20):  # windows [5,15) and [10,20) contain seconds 12-13
+        assert not by_end[end].complete and by_end[end].missing_samples == 500
+        assert np.isnan(by_end[end].samples[0]).sum() == 500
+    assert all(by_end[e].complete for e in (25, 30, 35, 40))
+
+
+def test_late_chunk_after_gap_is_a_duplicate() -> None:
+    w = BedWindower("bed-001", 10, 5, FS, max_reorder_chunks=1)
+    feed(w, [0, 1, 3, 4])  # 2 declared missing once 2 chunks wait
+    outcome, _ = w.push(make_chunk(2))
+    assert outcome is ChunkOutcome.DUPLICATE
+
+
+def test_worker_joining_mid_stream_cuts_no_partial_history() -> None:
+    w = BedWindower("bed-001", 10, 5, FS)
+    windows = feed(w, list(range(100, 130)))
+    assert windows[0].end_index == 110 * 250 and all(x.complete for x in windows)
+
+
+def test_lead_change_restarts_the_buffer() -> None:
+    w = Windower(10, 5, FS)
+    for s in range(12):
+        w.push(make_chunk(s))
+    outcome, windows = w.push(make_chunk(12, leads=("I", "II")))
+    assert outcome is ChunkOutcome.RESET and windows == []
+    assert w.totals().resets == 1
+
+
+def test_beds_are_independent() -> None:
+    w = Windower(10, 5, FS)
+    n = 0
+    for s in range(10):
+        for bed in ("a", "b", "c"):
+            n += len(w.push(make_chunk(s, bed=bed))[1])
+    assert n == 3 and set(w.beds) == {"a", "b", "c"}
