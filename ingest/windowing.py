@@ -1,8 +1,9 @@
 """Per-bed ring buffers that turn a chunk stream into overlapping prediction windows.
 
-Sample positions are absolute: chunk ``seq`` of ``n`` samples covers ``[seq*n, (seq+1)*n)``. Windows end at
-multiples of the hop (``k * hop_n`` samples with ``k * hop_n >= window_n``), so a restarted worker cuts the same
-windows as the one before it. Duplicates are dropped by sequence number; a chunk that arrives early is held for
+Sample positions are counted from the start of the bed's stream: the first chunk seen, ``seq`` of ``n``
+samples, starts at ``seq * n`` and every later chunk follows the one before it, so chunk lengths may vary
+(0.25 s at 250 Hz alternates 62 and 63 samples). Windows end at multiples of the hop (``k * hop_n`` samples with
+``k * hop_n >= window_n``), so a worker that restarts on a stream of fixed-length chunks cuts the same windows. Duplicates are dropped by sequence number; a chunk that arrives early is held for
 up to ``max_reorder_chunks`` later chunks, after which the missing span is declared a gap: its samples are marked
 invalid and every window that overlaps them is emitted as incomplete instead of being stitched.
 """
@@ -23,7 +24,7 @@ class ChunkOutcome(StrEnum):
     ACCEPTED = "accepted"
     HELD = "held"  # arrived ahead of a missing one; waits for it
     DUPLICATE = "duplicate"  # seq already seen (or given up on)
-    RESET = "reset"  # lead set or chunk length changed: the buffer started again
+    RESET = "reset"  # the lead set changed: the buffer started again
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,7 +82,7 @@ class BedWindower:
         self.max_reorder_chunks = max_reorder_chunks
         self.stats = WindowerStats()
         self._leads: tuple[str, ...] | None = None
-        self._chunk_n = 0
+        self._last_n = 0
         self._buf = np.empty((0, self.window_n), dtype=np.float32)
         self._next_seq = -1
         self._first_index = 0
@@ -93,7 +94,7 @@ class BedWindower:
         """Feed one decoded chunk; returns what happened to it and the windows it completed."""
         mv = chunk.millivolts()
         outcome = ChunkOutcome.ACCEPTED
-        if self._leads != chunk.leads or self._chunk_n != chunk.n_samples:
+        if self._leads != chunk.leads:
             if self._leads is not None:
                 self.stats.resets += 1
                 outcome = ChunkOutcome.RESET
@@ -111,7 +112,8 @@ class BedWindower:
             missing = first - self._next_seq
             self.stats.gaps += 1
             self.stats.missing_chunks += missing
-            windows += self._write(np.full((len(self._leads or ()), missing * self._chunk_n), np.nan,
+            # The missing chunks are assumed as long as the last one received.
+            windows += self._write(np.full((len(self._leads or ()), missing * self._last_n), np.nan,
                                            dtype=np.float32), self._next_seq, None)
             self._next_seq = first
             outcome = ChunkOutcome.HELD
@@ -128,7 +130,7 @@ class BedWindower:
 
     def _restart(self, chunk: WaveformChunk) -> None:
         self._leads = chunk.leads
-        self._chunk_n = chunk.n_samples
+        self._last_n = chunk.n_samples
         self._buf = np.full((len(chunk.leads), self.window_n), np.nan, dtype=np.float32)
         self._next_seq = chunk.seq
         self._first_index = chunk.seq * chunk.n_samples
@@ -137,9 +139,10 @@ class BedWindower:
         self._pending.clear()
 
     def _write(self, mv: np.ndarray, seq: int, chunk: WaveformChunk | None) -> list[Window]:
-        start = seq * self._chunk_n
+        start = self._written
         if chunk is not None:
             self._t_ref = (start, chunk.t0_s)
+            self._last_n = chunk.n_samples
         n = mv.shape[1]
         windows: list[Window] = []
         pos = 0

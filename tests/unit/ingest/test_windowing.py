@@ -49,6 +49,19 @@ def test_half_second_chunks_give_the_same_windows() -> None:
         assert x.end_s == pytest.approx(y.end_s)
 
 
+def test_quarter_second_chunks_of_62_and_63_samples_follow_each_other() -> None:
+    w = BedWindower("b", 10, 5, FS)
+    edges = [int(np.ceil(k * 62.5 - 1e-6)) for k in range(121)]
+    windows = []
+    for seq, (lo, hi) in enumerate(zip(edges, edges[1:], strict=False)):
+        samples = (np.arange(lo, hi) % 30000).astype(np.int16)[None, :]
+        windows += w.push(WaveformChunk("b", seq, T0 + lo / FS, FS, ("I",), samples, 1.0))[1]
+    assert [x.end_index for x in windows] == [2500, 3750, 5000, 6250, 7500]
+    for x in windows:
+        np.testing.assert_array_equal(x.samples[0], np.arange(x.end_index - 2500, x.end_index))
+        assert x.end_s == pytest.approx(T0 + (x.end_index - 1) / FS)
+
+
 def test_duplicates_are_dropped() -> None:
     w = BedWindower("bed-001", 10, 5, FS)
     windows = feed(w, [0, 1, 1, 2, 2, 2] + list(range(3, 20)))
