@@ -25,6 +25,7 @@ from tqdm import tqdm
 from holmes.settings import Settings
 from holmes.supervisor import Stack
 from ingest.broker import free_port
+from simulator.replay import windows_expected
 
 log = logging.getLogger(__name__)
 
@@ -40,13 +41,6 @@ class BenchOptions:
     deadline_ms: float = 1000.0
     drain_s: float = 20.0
     json_path: Path | None = None
-
-
-def windows_per_bed(duration_s: float, window_s: float, hop_s: float) -> int:
-    """Windows end every hop once a full window exists: k*hop >= window, k*hop <= duration."""
-    if duration_s < window_s:
-        return 0
-    return int((duration_s - window_s) // hop_s) + 1
 
 
 class ScoreListener:
@@ -153,7 +147,7 @@ def run_bench(settings: Settings, options: BenchOptions) -> dict[str, Any]:
     env = {"HOLMES_TOPIC_PREFIX": prefix, "HOLMES_HOP_S": str(options.hop_s),
            "HOLMES_WINDOW_S": str(options.window_s), "HOLMES_DATABASE_URL": f"sqlite:///{run_dir / 'bench.db'}",
            "HOLMES_LOG_LEVEL": "warning"}
-    expected = options.beds * windows_per_bed(options.duration_s, options.window_s, options.hop_s)
+    expected = options.beds * windows_expected(options.duration_s, options.window_s, options.hop_s)
     sampler = ResourceSampler().start()
     print(f"bench: {options.beds} beds x {options.duration_s:.0f} s, hop {options.hop_s} s, "
           f"window {options.window_s} s -> {expected} windows expected; logs in {run_dir}", flush=True)

@@ -16,6 +16,7 @@ import dataclasses
 import json
 import math
 import struct
+from typing import Any
 
 import numpy as np
 
@@ -30,8 +31,8 @@ from ingest.schemas import (
 
 MAGIC = b"HW"
 _HEAD = struct.Struct("<2sBBQdffBIB")
-_DTYPES = {1: np.dtype("<i2"), 2: np.dtype("<f4")}
-_DTYPE_CODES = {np.dtype("<i2"): 1, np.dtype("<f4"): 2}
+_DTYPES: dict[int, np.dtype[Any]] = {1: np.dtype("<i2"), 2: np.dtype("<f4")}
+_DTYPE_CODES: dict[np.dtype[Any], int] = {np.dtype("<i2"): 1, np.dtype("<f4"): 2}
 
 #: Limits a message must respect; anything beyond is refused before numpy sees it.
 MAX_MESSAGE_BYTES = 256 * 1024
@@ -49,6 +50,15 @@ def encode_chunk(chunk: WaveformChunk) -> bytes:
     samples = samples.astype(samples.dtype.newbyteorder("<"), copy=False)
     if samples.ndim != 2 or samples.shape[0] != len(chunk.leads):
         raise ValueError(f"samples shape {samples.shape} does not match {len(chunk.leads)} leads")
+    try:
+        _check_header(chunk.seq, chunk.t0_s, chunk.sample_rate_hz, chunk.gain, len(chunk.leads), samples.shape[1])
+        _check_bed_id(chunk.bed_id)
+        for name in chunk.leads:
+            _check_lead_name(name.encode("ascii", errors="replace"))
+        if samples.dtype == np.dtype("<f4") and not np.isfinite(samples).all():
+            raise DecodeError("non-finite", "samples contain NaN or Inf")
+    except DecodeError as exc:
+        raise ValueError(f"chunk would be refused by the decoder: {exc}") from exc
     bed = chunk.bed_id.encode("utf-8")
     head = _HEAD.pack(
         MAGIC,
@@ -63,13 +73,43 @@ def encode_chunk(chunk: WaveformChunk) -> bytes:
         len(bed),
     )
     names = b"".join(bytes([len(n)]) + n.encode("ascii") for n in chunk.leads)
-    return head + bed + names + samples.tobytes()
+    data = head + bed + names + samples.tobytes()
+    if len(data) > MAX_MESSAGE_BYTES:
+        raise ValueError(f"chunk is {len(data)} bytes, over the {MAX_MESSAGE_BYTES}-byte limit")
+    return data
+
+
+def _check_header(seq: int, t0_s: float, fs: float, gain: float, n_leads: int, n_samples: int) -> None:
+    if not 0 <= seq < 2**63:
+        raise DecodeError("bad-seq", f"sequence number {seq}")
+    if not math.isfinite(fs) or not MIN_SAMPLE_RATE_HZ <= fs <= MAX_SAMPLE_RATE_HZ:
+        raise DecodeError("bad-rate", f"sample rate {fs} Hz outside [{MIN_SAMPLE_RATE_HZ}, {MAX_SAMPLE_RATE_HZ}]")
+    if not math.isfinite(t0_s) or t0_s < 0:
+        raise DecodeError("bad-timestamp", f"t0_s {t0_s}")
+    if not math.isfinite(gain) or gain <= 0:
+        raise DecodeError("bad-gain", f"gain {gain}")
+    if not 1 <= n_leads <= MAX_LEADS:
+        raise DecodeError("bad-shape", f"{n_leads} leads")
+    if not 1 <= n_samples <= MAX_CHUNK_S * fs:
+        raise DecodeError("bad-shape", f"{n_samples} samples at {fs} Hz")
+
+
+def _check_bed_id(bed_id: str) -> None:
+    if not BED_ID_RE.match(bed_id):
+        raise DecodeError("bad-bed-id", f"bed id {bed_id[:80]!r} is not a short printable identifier")
+
+
+def _check_lead_name(name: bytes) -> None:
+    if not 1 <= len(name) <= 16 or not name.isascii() or not name.decode().isprintable():
+        raise DecodeError("bad-lead-name", f"lead name {name[:40]!r}")
 
 
 def decode_chunk(data: bytes) -> WaveformChunk:
     """Parse and validate a chunk; raises :class:`DecodeError` with a reason tag on any defect."""
     if not isinstance(data, bytes | bytearray | memoryview):
         raise DecodeError("wrong-type", f"expected bytes, got {type(data).__name__}")
+    # Immutable bytes: the decoded samples are a read-only view that no caller's buffer can change.
+    data = bytes(data)
     if len(data) > MAX_MESSAGE_BYTES:
         raise DecodeError("oversized", f"{len(data)} bytes > {MAX_MESSAGE_BYTES}")
     if len(data) < _HEAD.size:
@@ -81,23 +121,15 @@ def decode_chunk(data: bytes) -> WaveformChunk:
         raise DecodeError("wrong-schema", f"schema version {version} is not {WAVEFORM_SCHEMA_VERSION}")
     if dtype_code not in _DTYPES:
         raise DecodeError("wrong-schema", f"unknown dtype code {dtype_code}")
-    if not (MIN_SAMPLE_RATE_HZ <= fs <= MAX_SAMPLE_RATE_HZ) or not math.isfinite(fs):
-        raise DecodeError("bad-rate", f"sample rate {fs} Hz outside [{MIN_SAMPLE_RATE_HZ}, {MAX_SAMPLE_RATE_HZ}]")
-    if not math.isfinite(t0_s) or t0_s < 0:
-        raise DecodeError("bad-timestamp", f"t0_s {t0_s}")
-    if not math.isfinite(gain) or gain <= 0:
-        raise DecodeError("bad-gain", f"gain {gain}")
-    if not 1 <= n_leads <= MAX_LEADS:
-        raise DecodeError("bad-shape", f"{n_leads} leads")
-    if not 1 <= n_samples <= MAX_CHUNK_S * fs:
-        raise DecodeError("bad-shape", f"{n_samples} samples at {fs} Hz")
+    _check_header(seq, t0_s, fs, gain, n_leads, n_samples)
     pos = _HEAD.size
     try:
         bed_id = bytes(data[pos : pos + bed_len]).decode("utf-8")
     except UnicodeDecodeError as exc:
         raise DecodeError("bad-bed-id", "bed id is not utf-8") from exc
-    if len(bed_id.encode()) != bed_len or not BED_ID_RE.match(bed_id):
-        raise DecodeError("bad-bed-id", f"bed id {bed_id[:80]!r} is not a short printable identifier")
+    if len(bed_id.encode()) != bed_len:
+        raise DecodeError("truncated", "bed id cut short")
+    _check_bed_id(bed_id)
     pos += bed_len
     leads = []
     for _ in range(n_leads):
@@ -105,8 +137,9 @@ def decode_chunk(data: bytes) -> WaveformChunk:
             raise DecodeError("truncated", "lead names cut short")
         name_len = data[pos]
         name = bytes(data[pos + 1 : pos + 1 + name_len])
-        if len(name) != name_len or not name.isascii() or not name.decode().isprintable():
-            raise DecodeError("bad-lead-name", f"lead name {name[:40]!r}")
+        if len(name) != name_len:
+            raise DecodeError("truncated", "lead name cut short")
+        _check_lead_name(name)
         leads.append(name.decode())
         pos += 1 + name_len
     dtype = _DTYPES[dtype_code]

@@ -58,23 +58,42 @@ def test_defects_are_refused_with_a_reason(mutate: object, reason: str) -> None:
 
 
 def test_nan_samples_are_refused() -> None:
-    bad = np.full((1, 250), np.nan, dtype=np.float32)
+    data = bytearray(encode_chunk(chunk(samples=np.zeros((1, 250), np.float32), leads=("I",), gain=1.0)))
+    data[-4:] = np.array([np.nan], dtype="<f4").tobytes()
     with pytest.raises(DecodeError, match="non-finite"):
-        decode_chunk(encode_chunk(chunk(samples=bad, leads=("I",), gain=1.0)))
+        decode_chunk(bytes(data))
 
 
 def test_out_of_range_rate_is_refused() -> None:
+    data = bytearray(encode_chunk(chunk()))
+    head = struct.Struct("<2sBBQdffBIB")
+    fields = list(head.unpack_from(data))
+    fields[5] = 5.0
+    head.pack_into(data, 0, *fields)
     with pytest.raises(DecodeError) as err:
-        decode_chunk(encode_chunk(chunk(sample_rate_hz=5.0)))
+        decode_chunk(bytes(data))
     assert err.value.reason == "bad-rate"
 
 
 @pytest.mark.parametrize("bed_id", ["", "bed 1", "x" * 65, "bed\n1", "../etc"])
 def test_hostile_bed_ids_are_refused(bed_id: str) -> None:
-    data = encode_chunk(chunk(bed_id=bed_id))
+    good = encode_chunk(chunk(bed_id="bed-001"))
+    data = good[:33] + bytes([len(bed_id.encode())]) + bed_id.encode() + good[34 + 7 :]
     with pytest.raises(DecodeError) as err:
         decode_chunk(data)
     assert err.value.reason == "bad-bed-id"
+    with pytest.raises(ValueError, match="refused by the decoder"):
+        encode_chunk(chunk(bed_id=bed_id))
+
+
+@pytest.mark.parametrize(
+    "over",
+    [{"sample_rate_hz": 5.0}, {"t0_s": float("nan")}, {"gain": 0.0}, {"seq": -1},
+     {"leads": ("I",) * 13, "samples": np.zeros((13, 10), np.int16)}, {"leads": ("bad name\n", "V1")}],
+)
+def test_encoder_refuses_what_the_decoder_would(over: dict[str, object]) -> None:
+    with pytest.raises(ValueError, match="refused by the decoder"):
+        encode_chunk(chunk(**over))
 
 
 def test_header_claiming_more_samples_than_sent_is_truncated() -> None:

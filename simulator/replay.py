@@ -1,0 +1,289 @@
+"""The bed simulator: builds every bed's waveform chunks tick by tick and sends them paced in (scaled) real time."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tqdm import tqdm
+
+from ingest.codec import encode_chunk
+from ingest.schemas import BED_ID_RE, WaveformChunk
+from simulator.errors import ConfigError, DataNotFoundError
+from simulator.events import SAMPLE_EVENT_KINDS, WIRE_EVENT_KINDS, Event, EventSource, WireEffects
+from simulator.sources import SOURCE_KINDS, AfLibrary, Source, SourceKind, bed_seed, make_sources
+
+MIN_CHUNK_S = 0.25
+MAX_CHUNK_S = 1.0
+
+Send = Callable[[str, bytes], None]
+
+
+def _finite(x: float) -> bool:
+    return isinstance(x, int | float) and math.isfinite(x)
+
+
+@dataclass(frozen=True, slots=True)
+class SimulatorConfig:
+    """What to simulate; validated on construction (``ConfigError``, a ``ValueError``)."""
+
+    n_beds: int
+    duration_s: float
+    source: SourceKind = "mitdb"
+    chunk_s: float = 1.0
+    speed: float = 1.0
+    sample_rate_hz: float = 250.0
+    seed: int = 0
+    data_dir: Path | None = None
+    events: tuple[Event, ...] = ()
+    bed_id_prefix: str = "bed-"
+    start_time_s: float | None = None
+    synthetic_af_fraction: float = 0.0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "events", tuple(self.events))
+        if self.data_dir is not None:
+            object.__setattr__(self, "data_dir", Path(self.data_dir))
+        if not isinstance(self.n_beds, int) or self.n_beds < 1:
+            raise ConfigError(f"n_beds must be a whole number >= 1, got {self.n_beds!r}")
+        if self.source not in SOURCE_KINDS:
+            raise ConfigError(f"unknown source {self.source!r}; expected one of {', '.join(SOURCE_KINDS)}")
+        if not _finite(self.chunk_s) or not MIN_CHUNK_S <= self.chunk_s <= MAX_CHUNK_S:
+            raise ConfigError(f"chunk_s must be between {MIN_CHUNK_S} and {MAX_CHUNK_S} s, got {self.chunk_s!r}")
+        if not _finite(self.speed) or self.speed <= 0:
+            raise ConfigError(f"speed must be > 0 (2 = twice real time), got {self.speed!r}")
+        fs = self.sample_rate_hz
+        if not _finite(fs) or not float(fs).is_integer() or not 50 <= fs <= 2000:
+            raise ConfigError(f"sample_rate_hz must be a whole number of Hz in [50, 2000], got {fs!r}")
+        if not _finite(self.duration_s) or self.duration_s * fs < 1:
+            raise ConfigError(f"duration_s must be a finite number of seconds > 0, got {self.duration_s!r}")
+        if not isinstance(self.seed, int) or self.seed < 0:
+            raise ConfigError(f"seed must be a whole number >= 0, got {self.seed!r}")
+        if self.start_time_s is not None and (not _finite(self.start_time_s) or self.start_time_s < 0):
+            raise ConfigError(f"start_time_s must be a Unix time >= 0, got {self.start_time_s!r}")
+        if not _finite(self.synthetic_af_fraction) or not 0 <= self.synthetic_af_fraction <= 1:
+            raise ConfigError(f"synthetic_af_fraction must be in [0, 1], got {self.synthetic_af_fraction!r}")
+        for bed in (self.bed_id(1), self.bed_id(self.n_beds)):
+            if not BED_ID_RE.match(bed):
+                raise ConfigError(f"bed_id_prefix {self.bed_id_prefix!r} gives the invalid bed id {bed!r}")
+        beds = set(self.bed_ids)
+        for ev in self.events:
+            if not isinstance(ev, Event):
+                raise ConfigError(f"events must be Event objects (see parse_event), got {ev!r}")
+            if ev.bed_id not in beds:
+                last = self.bed_id(self.n_beds)
+                raise ConfigError(f"event {ev.spec()} names {ev.bed_id}, but the beds are {self.bed_id(1)}..{last}")
+            if ev.start_s >= self.duration_s:
+                raise ConfigError(f"event {ev.spec()} starts at or after the end of the run ({self.duration_s:g} s)")
+
+    def bed_id(self, number: int) -> str:
+        """The id of bed ``number`` (1-based): ``bed-001``, ``bed-002``, ..."""
+        return f"{self.bed_id_prefix}{number:03d}"
+
+    @property
+    def bed_ids(self) -> tuple[str, ...]:
+        return tuple(self.bed_id(i) for i in range(1, self.n_beds + 1))
+
+    @property
+    def total_samples(self) -> int:
+        """Samples each bed sends over the run."""
+        return max(1, round(self.duration_s * self.sample_rate_hz))
+
+
+@dataclass(frozen=True, slots=True)
+class SimulatorStats:
+    """What a run did; lags are in real (wall-clock) seconds."""
+
+    chunks_sent: dict[str, int]
+    dropped: int
+    duplicated: int
+    reordered: int
+    ticks: int
+    samples_per_bed: int
+    max_lag_s: float
+    late_ticks: int
+    wall_s: float
+    build_s_mean: float
+    build_s_max: float
+    sources: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def total_sent(self) -> int:
+        return sum(self.chunks_sent.values())
+
+
+def chunk_edges(duration_s: float, chunk_s: float, sample_rate_hz: float) -> list[int]:
+    """Sample indices where chunks start, plus the end: chunk ``k`` holds samples ``[edges[k], edges[k+1])``.
+
+    Chunk ``k`` starts at the first sample at or after ``k * chunk_s``, so a chunk length that is not a whole
+    number of samples (0.25 s at 250 Hz) alternates 62 and 63 samples; the last chunk stops at the duration.
+    """
+    total = max(1, round(duration_s * sample_rate_hz))
+    per_chunk = chunk_s * sample_rate_hz
+    n_chunks = max(1, math.ceil(total / per_chunk - 1e-9))
+    edges = [min(total, math.ceil(k * per_chunk - 1e-6)) for k in range(n_chunks)]
+    return [*edges, total]
+
+
+def windows_expected(duration_s: float, window_s: float, hop_s: float, sample_rate_hz: float = 250.0) -> int:
+    """Windows per bed of a clean run: windows end at sample counts ``k * hop`` with ``k * hop >= window``."""
+    if window_s <= 0 or hop_s <= 0 or duration_s < 0:
+        raise ValueError(f"window_s and hop_s must be > 0 and duration_s >= 0, got {window_s}, {hop_s}, {duration_s}")
+    total = round(duration_s * sample_rate_hz)
+    window = round(window_s * sample_rate_hz)
+    hop = round(hop_s * sample_rate_hz)
+    if hop < 1:
+        raise ValueError(f"hop_s {hop_s} is shorter than one sample")
+    return max(0, total // hop - math.ceil(window / hop) + 1)
+
+
+class Simulator:
+    """Sends every bed's chunks through ``send(bed_id, payload)``, paced on ``clock``/``sleep`` (injectable)."""
+
+    def __init__(
+        self,
+        config: SimulatorConfig,
+        send: Send,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] = time.sleep,
+        *,
+        sources: Sequence[Source] | None = None,
+    ) -> None:
+        self.config = config
+        self._send = send
+        self._clock = clock
+        self._sleep = sleep
+        self.bed_ids = config.bed_ids
+        fs = config.sample_rate_hz
+        if sources is None:
+            sources = make_sources(
+                config.source,
+                config.n_beds,
+                config.data_dir,
+                config.seed,
+                sample_rate_hz=fs,
+                synthetic_af_fraction=config.synthetic_af_fraction,
+            )
+        if len(sources) != config.n_beds:
+            raise ConfigError(f"{len(sources)} sources for {config.n_beds} beds")
+        for src in sources:
+            if src.sample_rate_hz != fs:
+                raise ConfigError(f"source {src.describe()} runs at {src.sample_rate_hz} Hz, not {fs} Hz")
+        by_bed: dict[str, list[Event]] = {}
+        for ev in config.events:
+            by_bed.setdefault(ev.bed_id, []).append(ev)
+        af_library: AfLibrary | None = None
+        if any(ev.kind == "af" for ev in config.events):
+            if config.data_dir is None or not (config.data_dir / "mitdb").is_dir():
+                raise DataNotFoundError.for_folder("MIT-BIH records for af events", config.data_dir)
+            af_library = AfLibrary(config.data_dir / "mitdb", fs)
+        self.sources: list[Source] = list(sources)
+        self._wire: dict[str, WireEffects] = {}
+        for i, bed in enumerate(self.bed_ids):
+            evs = by_bed.get(bed, [])
+            signal = [e for e in evs if e.kind in SAMPLE_EVENT_KINDS]
+            wire = [e for e in evs if e.kind in WIRE_EVENT_KINDS]
+            if signal:
+                self.sources[i] = EventSource(
+                    self.sources[i], signal, seed=bed_seed(config.seed, i, 1), af_library=af_library
+                )
+            if wire:
+                self._wire[bed] = WireEffects(wire, fs)
+        self.edges = chunk_edges(config.duration_s, config.chunk_s, fs)
+        self._next_seq = 0
+        self._prepared = False
+        self.start_time_s: float | None = config.start_time_s
+
+    @property
+    def n_ticks(self) -> int:
+        return len(self.edges) - 1
+
+    def prepare(self) -> None:
+        """Load every bed's first block (disk reads, resampling) before the clock starts."""
+        if not self._prepared:
+            for src in self.sources:
+                src.warm()
+            self._prepared = True
+
+    def build_tick(self, seq: int) -> list[tuple[str, bytes]]:
+        """Encode chunk ``seq`` of every bed, after wire events, as ``(bed_id, payload)`` in sending order.
+
+        Ticks must be built in order (0, 1, 2, ...): sources and wire events are stateful.
+        """
+        if seq != self._next_seq:
+            raise ValueError(f"tick {seq} built out of order; expected {self._next_seq}")
+        if self.start_time_s is None:
+            self.start_time_s = self._clock()
+        fs = self.config.sample_rate_hz
+        lo, hi = self.edges[seq], self.edges[seq + 1]
+        n = hi - lo
+        t0_s = self.start_time_s + lo / fs
+        wire = self._wire
+        out: list[tuple[str, bytes]] = []
+        for bed, src in zip(self.bed_ids, self.sources, strict=True):
+            chunk = WaveformChunk(bed, seq, t0_s, fs, src.leads, src.read(n), src.gain)
+            payload = encode_chunk(chunk)
+            effects = wire.get(bed)
+            if effects is None:
+                out.append((bed, payload))
+            else:
+                out.extend((bed, p) for p in effects.route(lo, hi, payload))
+        self._next_seq = seq + 1
+        return out
+
+    def flush_held(self) -> list[tuple[str, bytes]]:
+        """Chunks that wire events still hold back (a reorder cut by the end of the run)."""
+        return [(bed, p) for bed, effects in self._wire.items() for p in effects.flush()]
+
+    def run(self, progress: bool = False) -> SimulatorStats:
+        """Send the whole run; chunk ``k`` goes out when the clock reaches its end time, scaled by ``speed``."""
+        cfg = self.config
+        fs = cfg.sample_rate_hz
+        self.prepare()
+        real_start = self._clock()
+        if self.start_time_s is None:
+            self.start_time_s = real_start
+        sent = dict.fromkeys(self.bed_ids, 0)
+        max_lag_s = 0.0
+        late = 0
+        build_total = build_max = 0.0
+        send, clock, sleep = self._send, self._clock, self._sleep
+        with tqdm(total=cfg.duration_s, unit="s", desc="simulate", disable=not progress, mininterval=0.5) as bar:
+            for seq in range(self._next_seq, self.n_ticks):
+                b0 = time.perf_counter()
+                batch = self.build_tick(seq)
+                if seq == self.n_ticks - 1:
+                    batch += self.flush_held()
+                took = time.perf_counter() - b0
+                build_total += took
+                build_max = max(build_max, took)
+                due = real_start + self.edges[seq + 1] / fs / cfg.speed
+                now = clock()
+                if now < due:
+                    sleep(due - now)
+                    now = clock()
+                else:
+                    late += now > due
+                max_lag_s = max(max_lag_s, now - due)
+                for bed, payload in batch:
+                    send(bed, payload)
+                    sent[bed] += 1
+                bar.update((self.edges[seq + 1] - self.edges[seq]) / fs)
+        wire = self._wire.values()
+        return SimulatorStats(
+            chunks_sent=sent,
+            dropped=sum(w.dropped for w in wire),
+            duplicated=sum(w.duplicated for w in wire),
+            reordered=sum(w.reordered for w in wire),
+            ticks=self.n_ticks,
+            samples_per_bed=self.edges[-1],
+            max_lag_s=max_lag_s,
+            late_ticks=late,
+            wall_s=clock() - real_start,
+            build_s_mean=build_total / max(1, self.n_ticks),
+            build_s_max=build_max,
+            sources={bed: src.describe() for bed, src in zip(self.bed_ids, self.sources, strict=True)},
+        )
