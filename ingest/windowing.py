@@ -2,10 +2,11 @@
 
 Sample positions are counted from the start of the bed's stream: the first chunk seen, ``seq`` of ``n``
 samples, starts at ``seq * n`` and every later chunk follows the one before it, so chunk lengths may vary
-(0.25 s at 250 Hz alternates 62 and 63 samples). Windows end at multiples of the hop (``k * hop_n`` samples with
-``k * hop_n >= window_n``), so a worker that restarts on a stream of fixed-length chunks cuts the same windows.
-Duplicates are dropped by sequence number; a chunk that arrives early is held for up to
-``max_reorder_chunks`` later chunks, after which the missing span is declared a gap: its samples are marked invalid and every window that overlaps them is emitted as incomplete instead of being stitched.
+(0.25 s at 250 Hz alternates 62 and 63 samples). Windows end at multiples of the hop (``k * hop_n`` samples
+with ``k * hop_n >= window_n``), so a worker that restarts on a stream of fixed-length chunks cuts the same
+windows. Duplicates are dropped by sequence number; a chunk that arrives early is held for up to
+``max_reorder_chunks`` later chunks, after which the missing span is declared a gap: its samples are marked
+invalid and every window that overlaps them is emitted as incomplete instead of being stitched.
 """
 
 from __future__ import annotations
