@@ -25,19 +25,22 @@ class BatchExecutor(Generic[T, R]):
     """Collects submitted items and runs ``fn`` over everything that is waiting, ``max_batch`` at a time.
 
     ``fn`` runs on a dedicated thread so the Kafka consumer loop never blocks on model inference;
-    ``deliver`` is awaited on the event loop for every (item, result) pair in submission order.
+    ``deliver`` is awaited on the event loop for every (item, result) pair in submission order. When ``fn``
+    raises, ``fail`` is awaited for every item of that batch, so no item silently disappears.
     """
 
     def __init__(
         self,
         fn: Callable[[Sequence[T]], Sequence[R]],
         deliver: Callable[[T, R], Awaitable[None]],
+        fail: Callable[[T, BaseException], Awaitable[None]] | None = None,
         max_batch: int = 256,
         max_queue: int = 20_000,
         threads: int = 1,
     ) -> None:
         self._fn = fn
         self._deliver = deliver
+        self._fail = fail
         self.max_batch = max_batch
         self._queue: asyncio.Queue[T] = asyncio.Queue(max_queue)
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="holmes-exec")
@@ -81,13 +84,17 @@ class BatchExecutor(Generic[T, R]):
                 results = await loop.run_in_executor(self._pool, self._fn, batch)
                 if len(results) != len(batch):
                     raise EnsembleError(f"{len(results)} results for {len(batch)} items")
+            except Exception as exc:
+                self.failures += len(batch)
+                log.exception("batch of %d items failed", len(batch))
+                if self._fail is not None:
+                    for item in batch:
+                        await self._fail(item, exc)
+            else:
                 self.batches += 1
                 self.items += len(batch)
                 for item, result in zip(batch, results, strict=True):
                     await self._deliver(item, result)
-            except Exception:
-                self.failures += len(batch)
-                log.exception("batch of %d items failed", len(batch))
             finally:
                 for _ in batch:
                     self._queue.task_done()

@@ -46,7 +46,7 @@ class ApiSettings(CommonSettings):
     database_url: str = Field(default="", description="SQLAlchemy URL; unset = SQLite in state_dir")
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8000, ge=0, le=65535)
-    api_fetch_max_wait_ms: int = Field(default=10, ge=0, le=1500)
+    api_fetch_max_wait_ms: int = Field(default=10, ge=1, le=1500)
 
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{(self.state_dir / 'holmes.db').resolve()}"

@@ -142,8 +142,12 @@ def build_app(config: WorkerConfig, scorer: WindowScorer) -> HolmesApp:
             counters.unscorable += 1
         await scores.send(key=window.bed_id.encode(), value=encode_score(record))
 
+    async def scoring_failed(window: Window, exc: BaseException) -> None:
+        verdict = Verdict("unscorable", None, f"scoring-error: {type(exc).__name__}", None, None, ())
+        await deliver(window, verdict_to_record(window, verdict))
+
     executor: BatchExecutor[Window, ScoreRecord] = BatchExecutor(
-        score_batch, deliver, max_batch=config.max_batch, max_queue=config.max_queue
+        score_batch, deliver, scoring_failed, max_batch=config.max_batch, max_queue=config.max_queue
     )
 
     async def dead_letter(reason: str, detail: str, message: Any) -> None:
@@ -181,6 +185,8 @@ def build_app(config: WorkerConfig, scorer: WindowScorer) -> HolmesApp:
                 except QueueFull:
                     counters.shed += 1
                     log.error("executor queue full; window %s@%.3f shed", window.bed_id, window.end_s)
+                    shed = Verdict("unscorable", None, "shed: scoring queue full", None, None, ())
+                    await deliver(window, verdict_to_record(window, shed))
 
     @app.task
     async def start_executor() -> None:
