@@ -163,26 +163,64 @@ def decode_chunk(data: bytes) -> WaveformChunk:
 
 def encode_score(score: ScoreRecord) -> bytes:
     """Serialise a score as compact JSON with a schema version."""
+    _check_score(score)
     body = dataclasses.asdict(score)
     body["models"] = list(score.models)
     body["v"] = SCORE_SCHEMA_VERSION
     return json.dumps(body, separators=(",", ":"), allow_nan=False).encode()
 
 
-def decode_score(data: bytes) -> ScoreRecord:
-    """Parse a score record; raises :class:`DecodeError` on any defect."""
+def _refuse_constant(name: str) -> float:
+    raise ValueError(f"{name} is not a number JSON allows")
+
+
+_SCORE_FIELDS = {f.name: f for f in dataclasses.fields(ScoreRecord)}
+_SCORE_STATES = ("ok", "unscorable")
+
+
+def decode_score(data: bytes | None) -> ScoreRecord:
+    """Parse and check a score record; raises :class:`DecodeError` on any defect, never anything else."""
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise DecodeError("wrong-type", f"expected bytes, got {type(data).__name__}")
+    if len(data) > MAX_MESSAGE_BYTES:
+        raise DecodeError("oversized", f"{len(data)} bytes > {MAX_MESSAGE_BYTES}")
     try:
-        body = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as exc:
+        body = json.loads(bytes(data), parse_constant=_refuse_constant)
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise DecodeError("undecodable", str(exc)[:200]) from exc
     if not isinstance(body, dict) or body.pop("v", None) != SCORE_SCHEMA_VERSION:
         raise DecodeError("wrong-schema", "not a version-1 score record")
-    names = {f.name for f in dataclasses.fields(ScoreRecord)}
-    unknown = set(body) - names
+    unknown = set(body) - set(_SCORE_FIELDS)
     if unknown:
         raise DecodeError("wrong-schema", f"unknown fields {sorted(unknown)}")
+    if not isinstance(body.get("models", []), list):
+        raise DecodeError("wrong-schema", "models must be a list of names")
     try:
-        body["models"] = tuple(body.get("models", ()))
-        return ScoreRecord(**body)
+        record = ScoreRecord(**{**body, "models": tuple(body.get("models", ()))})
     except TypeError as exc:
-        raise DecodeError("wrong-schema", str(exc)) from exc
+        raise DecodeError("wrong-schema", str(exc)[:200]) from exc
+    _check_score(record)
+    return record
+
+
+def _check_score(r: ScoreRecord) -> None:
+    def number(x: object) -> bool:
+        return isinstance(x, int | float) and not isinstance(x, bool)
+
+    if not isinstance(r.bed_id, str) or not BED_ID_RE.match(r.bed_id):
+        raise DecodeError("bad-bed-id", f"bed id {str(r.bed_id)[:80]!r}")
+    if r.state not in _SCORE_STATES:
+        raise DecodeError("wrong-schema", f"state {str(r.state)[:40]!r} is not one of {_SCORE_STATES}")
+    for name in ("window_end_s", "window_s", "scored_at_s"):
+        if not number(getattr(r, name)):
+            raise DecodeError("wrong-schema", f"{name} is not a number")
+    for name in ("risk", "quality", "heart_rate_bpm"):
+        value = getattr(r, name)
+        if value is not None and not number(value):
+            raise DecodeError("wrong-schema", f"{name} is not a number")
+    if r.risk is not None and not 0.0 <= r.risk <= 1.0:
+        raise DecodeError("wrong-schema", f"risk {r.risk} outside [0, 1]")
+    if r.state == "ok" and r.risk is None:
+        raise DecodeError("wrong-schema", "an ok score needs a risk")
+    if not all(isinstance(m, str) for m in r.models) or not isinstance(r.complete, bool):
+        raise DecodeError("wrong-schema", "models must be a list of names and complete a boolean")

@@ -117,3 +117,17 @@ def test_score_round_trip_and_refusals() -> None:
         decode_score(b'{"v": 2}')
     with pytest.raises(DecodeError):
         decode_score(b'{"v": 1, "bed_id": "b", "surprise": 1}')
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [None, b"[" * 100_000, b'{"v": 1, "bed_id": "b", "window_end_s": NaN, "window_s": 10, "state": "ok"}',
+     b'{"v": 1, "bed_id": "b", "window_end_s": "soon", "window_s": 10, "state": "ok", "risk": 0.1}',
+     b'{"v": 1, "bed_id": "b", "window_end_s": 1, "window_s": 10, "state": "maybe"}',
+     b'{"v": 1, "bed_id": "bad id", "window_end_s": 1, "window_s": 10, "state": "unscorable"}',
+     b'{"v": 1, "bed_id": "b", "window_end_s": 1, "window_s": 10, "state": "ok", "risk": 1.5}',
+     b'{"v": 1, "bed_id": "b", "window_end_s": 1, "window_s": 10, "state": "ok", "risk": 0.5, "models": "abc"}'],
+)
+def test_score_decoder_raises_only_decode_errors(payload: bytes | None) -> None:
+    with pytest.raises(DecodeError):
+        decode_score(payload)

@@ -1,0 +1,101 @@
+"""Fixtures of the api tests: score factories, an app on a real database, and its test client."""
+
+from __future__ import annotations
+
+import itertools
+import warnings
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from aiokafka.structs import ConsumerRecord
+
+from api import ApiConfig, create_app
+from api.consumer import ScoreConsumer
+from ingest.schemas import ScoreRecord
+
+with warnings.catch_warnings():
+    # starlette >= 1.x asks for httpx2; httpx still works and is what the project installs.
+    warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient` is deprecated")
+    from fastapi.testclient import TestClient
+
+ScoreFactory = Callable[..., ScoreRecord]
+
+
+@pytest.fixture
+def make_score() -> ScoreFactory:
+    """Builds valid ``ScoreRecord``s; keyword arguments override the defaults."""
+    counter = itertools.count()
+
+    def make(bed_id: str = "bed-1", window_end_s: float | None = None, **fields: Any) -> ScoreRecord:
+        end = 1_700_000_000.0 + next(counter) if window_end_s is None else window_end_s
+        body: dict[str, Any] = {
+            "window_s": 30.0,
+            "state": "ok",
+            "risk": 0.42,
+            "quality": 0.9,
+            "heart_rate_bpm": 72.0,
+            "models": ("cnn1d", "hrv-gbm"),
+            "scored_at_s": end + 0.05,
+            "seq_last": 7,
+        }
+        body.update(fields)
+        return ScoreRecord(bed_id=bed_id, window_end_s=end, **body)
+
+    return make
+
+
+RawFactory = Callable[..., "ConsumerRecord[bytes, bytes]"]
+
+
+@pytest.fixture
+def make_raw() -> RawFactory:
+    """Builds the Kafka records that the consumer decodes: ``make_raw(value, offset=...)``."""
+
+    def make(value: bytes | None, offset: int = 0, topic: str = "t.scores", partition: int = 0) -> Any:
+        return ConsumerRecord(
+            topic=topic, partition=partition, offset=offset, timestamp=0, timestamp_type=0, key=None,
+            value=value, checksum=None, serialized_key_size=0, serialized_value_size=len(value or b""), headers=[],
+        )
+
+    return make
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Any) -> str:
+    """A fresh SQLite file."""
+    return f"sqlite:///{tmp_path / 'api.db'}"
+
+
+@pytest.fixture
+def client_factory() -> Iterator[Callable[[ApiConfig], TestClient]]:
+    """Starts apps (lifespan included) for a test and stops them afterwards."""
+    clients: list[TestClient] = []
+
+    def make(config: ApiConfig) -> TestClient:
+        client = TestClient(create_app(config))
+        client.__enter__()
+        clients.append(client)
+        return client
+
+    yield make
+    for client in reversed(clients):
+        client.__exit__(None, None, None)
+
+
+@pytest.fixture
+def client(client_factory: Callable[[ApiConfig], TestClient], database_url: str) -> TestClient:
+    """An app without Kafka on a fresh database (SQLite, and PostgreSQL where reachable)."""
+    return client_factory(ApiConfig(database_url=database_url))
+
+
+@pytest.fixture
+def feed() -> Callable[[TestClient, list[ScoreRecord]], int]:
+    """Runs the app's ``handle_batch`` on the app's event loop, as the Kafka loop would."""
+
+    def run(client: TestClient, records: list[ScoreRecord]) -> int:
+        assert client.portal is not None
+        consumer: ScoreConsumer = client.app.state.services.consumer  # type: ignore[attr-defined]
+        return int(client.portal.call(consumer.handle_batch, records))
+
+    return run
