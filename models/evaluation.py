@@ -1,0 +1,78 @@
+"""Binary-classifier evaluation and temperature calibration."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from scipy.optimize import minimize_scalar
+from scipy.special import expit, log_expit
+from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
+
+from models.errors import ModelError
+
+__all__ = ["binary_metrics", "expected_calibration_error", "fit_temperature", "nll"]
+
+
+def expected_calibration_error(probabilities: np.ndarray, labels: np.ndarray, n_bins: int = 15) -> float:
+    """Expected calibration error with ``n_bins`` equal-width probability bins.
+
+    Parameters
+    ----------
+    probabilities : numpy.ndarray
+        Predicted probabilities of the positive class, shape ``(n,)``.
+    labels : numpy.ndarray
+        0/1 labels, shape ``(n,)``.
+    n_bins : int
+        Number of bins on [0, 1].
+
+    Returns
+    -------
+    float
+        Sum over bins of (bin size / n) * |mean label - mean probability|.
+    """
+    p = np.asarray(probabilities, dtype=np.float64)
+    y = np.asarray(labels, dtype=np.float64)
+    if p.shape != y.shape or p.ndim != 1 or p.size == 0:
+        raise ModelError(f"probabilities and labels must be equal-length vectors, got {p.shape}, {y.shape}")
+    bins = np.minimum((p * n_bins).astype(np.int64), n_bins - 1)
+    count = np.bincount(bins, minlength=n_bins)
+    gap = np.abs(np.bincount(bins, weights=y, minlength=n_bins) - np.bincount(bins, weights=p, minlength=n_bins))
+    return float(gap.sum() / count.sum())
+
+
+def nll(logits: np.ndarray, labels: np.ndarray, temperature: float = 1.0) -> float:
+    """Mean binary cross-entropy (nats) of ``sigmoid(logits / temperature)`` against 0/1 labels."""
+    z = np.asarray(logits, dtype=np.float64) / temperature
+    y = np.asarray(labels, dtype=np.float64)
+    return float(-np.mean(y * log_expit(z) + (1.0 - y) * log_expit(-z)))
+
+
+def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
+    """Temperature T in [0.05, 20] minimising the validation NLL of ``sigmoid(logit / T)``."""
+    result = minimize_scalar(
+        lambda log_t: nll(logits, labels, math.exp(log_t)),
+        bounds=(math.log(0.05), math.log(20.0)),
+        method="bounded",
+        options={"xatol": 1e-4},
+    )
+    return float(math.exp(result.x))
+
+
+def binary_metrics(logits: np.ndarray, labels: np.ndarray, temperature: float = 1.0) -> dict[str, float | int]:
+    """ROC-AUC, PR-AUC (average precision), ECE, Brier score and NLL of calibrated probabilities.
+
+    AUCs are NaN when only one class is present.
+    """
+    y = np.asarray(labels, dtype=np.int64)
+    p = expit(np.asarray(logits, dtype=np.float64) / temperature)
+    both = 0 < y.sum() < y.size
+    return {
+        "n": int(y.size),
+        "n_pos": int(y.sum()),
+        "roc_auc": float(roc_auc_score(y, p)) if both else math.nan,
+        "pr_auc": float(average_precision_score(y, p)) if both else math.nan,
+        "ece": expected_calibration_error(p, y),
+        "brier": float(brier_score_loss(y, p)),
+        "nll": nll(logits, y, temperature),
+    }
