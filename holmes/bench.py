@@ -159,7 +159,7 @@ def run_bench(settings: Settings, options: BenchOptions) -> dict[str, Any]:
             "simulate", "--beds", str(options.beds), "--duration", str(options.duration_s),
             "--source", options.source, "--chunk-s", str(options.chunk_s), "--quiet",
         ])
-        with tqdm(total=expected, desc="windows scored", unit="win") as bar:
+        with tqdm(total=expected, desc="windows scored", unit="win", mininterval=1.0) as bar:
             deadline = None
             while True:
                 bar.update(len(listener.arrivals) - bar.n)

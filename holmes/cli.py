@@ -28,6 +28,11 @@ def cmd_broker(args: argparse.Namespace) -> int:
     from ingest.topics import ensure_topics
 
     settings = CommonSettings()
+    if settings.kafka_bootstrap:
+        ensure_topics(settings.kafka_bootstrap, settings.topics().all())
+        print(f"HOLMES_KAFKA_BOOTSTRAP={settings.kafka_bootstrap} is set: using that cluster, topics are in place; "
+              "no embedded broker started")
+        return 0
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     broker = EmbeddedBroker(port=args.port, log_path=settings.state_dir / "broker.log").start()
     try:

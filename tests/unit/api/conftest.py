@@ -3,21 +3,16 @@
 from __future__ import annotations
 
 import itertools
-import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 from aiokafka.structs import ConsumerRecord
+from fastapi.testclient import TestClient
 
 from api import ApiConfig, create_app
 from api.consumer import ScoreConsumer
 from ingest.schemas import ScoreRecord
-
-with warnings.catch_warnings():
-    # starlette >= 1.x asks for httpx2; httpx still works and is what the project installs.
-    warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient` is deprecated")
-    from fastapi.testclient import TestClient
 
 ScoreFactory = Callable[..., ScoreRecord]
 

@@ -161,7 +161,6 @@ def test_state_without_kafka_is_disabled(consumer: ScoreConsumer) -> None:
 
 @pytest.mark.integration
 # kafka-python 3 loads its protocol schemas with the deprecated importlib.resources.read_text at import.
-@pytest.mark.filterwarnings(r"ignore:\w+ is deprecated. Use files\(\) instead:DeprecationWarning")
 def test_scores_flow_from_the_broker_to_the_database_and_a_websocket(
     kafka_bootstrap: str,
     topics_factory: Callable[..., Topics],

@@ -2,39 +2,17 @@
 
 from __future__ import annotations
 
-import os
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from ingest.codec import decode_chunk
 from ingest.schemas import WaveformChunk
+from simulator.replay import Simulator, SimulatorConfig, SimulatorStats
 
-with warnings.catch_warnings():
-    # Third-party deprecations at import: wfdb 4.3 calls DataFrame.set_index(inplace=True) (pandas 3.1),
-    # kafka-python 3.0 calls importlib.resources.read_text and open_text (Python 3.11).
-    warnings.filterwarnings("ignore", message="The inplace keyword", category=DeprecationWarning)
-    warnings.filterwarnings("ignore", message="(read|open)_text is deprecated", category=DeprecationWarning)
-    import kafka  # noqa: F401
-    import wfdb  # noqa: F401
-
-from simulator.replay import Simulator, SimulatorConfig, SimulatorStats  # noqa: E402
-
-DEFAULT_DATA_DIR = Path(__file__).resolve().parents[3].parent / "shared" / "data"
 START_S = 1_700_000_000.0
-
-
-@pytest.fixture(scope="session")
-def data_dir() -> Path:
-    """The shared PhysioNet folder: ``HOLMES_DATA_DIR``, default ``../shared/data`` next to the repo."""
-    path = Path(os.environ.get("HOLMES_DATA_DIR", DEFAULT_DATA_DIR)).resolve()
-    if not (path / "mitdb").is_dir() or not (path / "cinc2017").is_dir():
-        pytest.skip(f"real ECG data not found at {path} (mitdb/, cinc2017/); set HOLMES_DATA_DIR")
-    return path
 
 
 @dataclass

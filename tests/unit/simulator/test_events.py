@@ -112,7 +112,6 @@ def test_signal_events_change_only_their_interval() -> None:
     assert np.std(got[:, 5 * FS : 7 * FS] - plain[:, 5 * FS : 7 * FS]) > 0.5 * src.gain
 
 
-@pytest.mark.filterwarnings("ignore:The inplace keyword in DataFrame.set_index:DeprecationWarning")
 def test_af_splice_is_real_af_matched_to_the_bed(data_dir: Path) -> None:
     lib = AfLibrary(data_dir / "mitdb", FS)
     assert {r[0] for r in lib.runs()} >= {"201", "203"}

@@ -12,8 +12,6 @@ import pytest
 from simulator.errors import SimulatorError
 from simulator.kafka import close_producer, kafka_sender, make_producer
 
-pytestmark = pytest.mark.filterwarnings("ignore:(read|open)_text is deprecated:DeprecationWarning")
-
 
 class FakeFuture:
     def __init__(self) -> None:

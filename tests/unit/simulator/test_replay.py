@@ -15,8 +15,6 @@ from simulator.events import Event, parse_events
 from simulator.replay import Simulator, SimulatorConfig, chunk_edges, windows_expected
 from simulator.sources import make_sources
 
-pytestmark = pytest.mark.filterwarnings("ignore:The inplace keyword in DataFrame.set_index:DeprecationWarning")
-
 FS = 250
 START_S = 1_700_000_000.0
 Simulate = Callable[..., Any]

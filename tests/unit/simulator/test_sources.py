@@ -21,8 +21,6 @@ from simulator.sources import (
     to_adc,
 )
 
-pytestmark = pytest.mark.filterwarnings("ignore:The inplace keyword in DataFrame.set_index:DeprecationWarning")
-
 FS = 250
 
 
