@@ -40,6 +40,7 @@ MAX_LEADS = 12
 MAX_CHUNK_S = 10.0
 MIN_SAMPLE_RATE_HZ = 50.0
 MAX_SAMPLE_RATE_HZ = 2000.0
+MAX_STRIP_SAMPLES = 2000
 
 
 def encode_chunk(chunk: WaveformChunk) -> bytes:
@@ -166,6 +167,7 @@ def encode_score(score: ScoreRecord) -> bytes:
     _check_score(score)
     body = dataclasses.asdict(score)
     body["models"] = list(score.models)
+    body["strip_mv"] = list(score.strip_mv)
     body["v"] = SCORE_SCHEMA_VERSION
     return json.dumps(body, separators=(",", ":"), allow_nan=False).encode()
 
@@ -193,10 +195,12 @@ def decode_score(data: bytes | None) -> ScoreRecord:
     unknown = set(body) - set(_SCORE_FIELDS)
     if unknown:
         raise DecodeError("wrong-schema", f"unknown fields {sorted(unknown)}")
-    if not isinstance(body.get("models", []), list):
-        raise DecodeError("wrong-schema", "models must be a list of names")
+    if not isinstance(body.get("models", []), list) or not isinstance(body.get("strip_mv", []), list):
+        raise DecodeError("wrong-schema", "models and strip_mv must be lists")
     try:
-        record = ScoreRecord(**{**body, "models": tuple(body.get("models", ()))})
+        record = ScoreRecord(
+            **{**body, "models": tuple(body.get("models", ())), "strip_mv": tuple(body.get("strip_mv", ()))}
+        )
     except TypeError as exc:
         raise DecodeError("wrong-schema", str(exc)[:200]) from exc
     _check_score(record)
@@ -224,3 +228,7 @@ def _check_score(r: ScoreRecord) -> None:
         raise DecodeError("wrong-schema", "an ok score needs a risk")
     if not all(isinstance(m, str) for m in r.models) or not isinstance(r.complete, bool):
         raise DecodeError("wrong-schema", "models must be a list of names and complete a boolean")
+    if len(r.strip_mv) > MAX_STRIP_SAMPLES or not all(number(x) and math.isfinite(x) for x in r.strip_mv):
+        raise DecodeError("wrong-schema", f"strip_mv must be at most {MAX_STRIP_SAMPLES} finite numbers")
+    if r.strip_mv and not (r.strip_hz is not None and number(r.strip_hz) and 0 < r.strip_hz <= 500):
+        raise DecodeError("wrong-schema", "a strip needs strip_hz in (0, 500]")

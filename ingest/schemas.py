@@ -75,3 +75,6 @@ class ScoreRecord:
     scored_at_s: float = 0.0
     seq_last: int = -1
     extra: dict[str, float | int | str | None] = field(default_factory=dict)
+    #: The last seconds of the first lead, decimated, for the dashboard's ECG strip (millivolts).
+    strip_hz: float | None = None
+    strip_mv: tuple[float, ...] = ()

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from ensemble.executor import BatchExecutor, QueueFull
 from ensemble.scoring import Verdict, WindowScorer
 from ingest.codec import MAX_MESSAGE_BYTES, decode_chunk, encode_score
@@ -87,8 +89,24 @@ def check_chunk(chunk: WaveformChunk, key: bytes | None, sample_rate_hz: float) 
         raise DecodeError("key-mismatch", f"key {key[:80]!r} is not bed id {chunk.bed_id!r}")
 
 
+#: The dashboard's ECG strip: the window's last 4 s of the first lead at 50 Hz (200 values).
+STRIP_S = 4.0
+STRIP_HZ = 50.0
+
+
+def ecg_strip(window: Window) -> tuple[float, ...]:
+    """The last ``STRIP_S`` seconds of lead 0, averaged down to ``STRIP_HZ``; empty when samples are missing."""
+    factor = max(1, round(window.sample_rate_hz / STRIP_HZ))
+    n = int(STRIP_S * STRIP_HZ) * factor
+    tail = window.samples[0, -n:]
+    if tail.size < n or not np.isfinite(tail).all():
+        return ()
+    return tuple(np.round(tail.reshape(-1, factor).mean(axis=1), 3).tolist())
+
+
 def verdict_to_record(window: Window, verdict: Verdict) -> ScoreRecord:
     """The score record for a window."""
+    strip = ecg_strip(window)
     return ScoreRecord(
         bed_id=window.bed_id,
         window_end_s=window.end_s,
@@ -102,6 +120,8 @@ def verdict_to_record(window: Window, verdict: Verdict) -> ScoreRecord:
         models=verdict.models,
         scored_at_s=time.time(),
         seq_last=window.seq_last,
+        strip_hz=window.sample_rate_hz / max(1, round(window.sample_rate_hz / STRIP_HZ)) if strip else None,
+        strip_mv=strip,
     )
 
 

@@ -131,3 +131,15 @@ def test_score_round_trip_and_refusals() -> None:
 def test_score_decoder_raises_only_decode_errors(payload: bytes | None) -> None:
     with pytest.raises(DecodeError):
         decode_score(payload)
+
+
+def test_score_with_ecg_strip_round_trips_and_bad_strips_are_refused() -> None:
+    rec = ScoreRecord(bed_id="bed-002", window_end_s=1.5, window_s=10.0, state="ok", risk=0.25,
+                      strip_hz=50.0, strip_mv=(0.1, -0.2, 1.05))
+    assert decode_score(encode_score(rec)) == rec
+    with pytest.raises(DecodeError):
+        decode_score(b'{"v": 1, "bed_id": "b", "window_end_s": 1, "window_s": 10, "state": "unscorable", '
+                     b'"strip_mv": [0.1, 0.2]}')  # no rate
+    with pytest.raises(DecodeError):
+        decode_score(b'{"v": 1, "bed_id": "b", "window_end_s": 1, "window_s": 10, "state": "unscorable", '
+                     b'"strip_hz": 50, "strip_mv": "0.1,0.2"}')
