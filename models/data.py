@@ -32,6 +32,7 @@ __all__ = [
     "load_mitdb",
     "mitdb_record_names",
     "mitdb_windows",
+    "read_mitdb_record",
     "resample",
 ]
 
@@ -215,6 +216,30 @@ def load_mitdb(data_dir: Path | str, record: str, fs_hz: float = 250.0) -> Mitdb
     path = root / record
     if not path.with_suffix(".hea").is_file():
         raise ModelError(f"MIT-BIH record {record} not found under {root}")
+    return read_mitdb_record(path, fs_hz)
+
+
+def read_mitdb_record(path: Path | str, fs_hz: float = 250.0) -> MitdbRecord:
+    """Read a MIT-BIH-format record (``.hea``/``.dat``/``.atr``) given its path without extension.
+
+    Parameters
+    ----------
+    path : path
+        Record path without extension, e.g. ``mitdb/201``.
+    fs_hz : float
+        Target sample rate in Hz.
+
+    Returns
+    -------
+    MitdbRecord
+        Signal in mV at ``fs_hz`` with the rhythm episodes of the ``.atr`` annotations.
+
+    Raises
+    ------
+    ModelError
+        When the annotations hold no rhythm change.
+    """
+    path = Path(path)
     raw = wfdb.rdrecord(str(path))
     ann = wfdb.rdann(str(path), "atr")
     signal = resample(raw.p_signal.T, float(raw.fs), fs_hz)
@@ -230,10 +255,10 @@ def load_mitdb(data_dir: Path | str, record: str, fs_hz: float = 250.0) -> Mitdb
         starts.append(round(int(sample) * scale))
         rhythms.append(rhythm)
     if not rhythms:
-        raise ModelError(f"MIT-BIH record {record} has no rhythm annotations")
+        raise ModelError(f"MIT-BIH record {path.name} has no rhythm annotations")
     starts[0] = 0
     return MitdbRecord(
-        name=record,
+        name=path.name,
         signal_mv=signal,
         fs_hz=fs_hz,
         rhythm_starts=np.asarray(starts, dtype=np.int64),

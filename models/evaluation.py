@@ -7,11 +7,18 @@ import math
 import numpy as np
 from scipy.optimize import minimize_scalar
 from scipy.special import expit, log_expit
-from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
+from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score, roc_curve
 
 from models.errors import ModelError
 
-__all__ = ["binary_metrics", "expected_calibration_error", "fit_temperature", "nll"]
+__all__ = [
+    "binary_metrics",
+    "expected_calibration_error",
+    "fit_temperature",
+    "nll",
+    "probability_metrics",
+    "sensitivity_at_specificity",
+]
 
 
 def expected_calibration_error(probabilities: np.ndarray, labels: np.ndarray, n_bins: int = 15) -> float:
@@ -75,4 +82,58 @@ def binary_metrics(logits: np.ndarray, labels: np.ndarray, temperature: float = 
         "ece": expected_calibration_error(p, y),
         "brier": float(brier_score_loss(y, p)),
         "nll": nll(logits, y, temperature),
+    }
+
+
+def sensitivity_at_specificity(probabilities: np.ndarray, labels: np.ndarray, specificity: float = 0.95) -> float:
+    """Highest sensitivity of any threshold whose specificity is at least ``specificity``.
+
+    Parameters
+    ----------
+    probabilities : numpy.ndarray
+        Scores of the positive class, shape ``(n,)``.
+    labels : numpy.ndarray
+        0/1 labels, shape ``(n,)``.
+    specificity : float
+        Required specificity in [0, 1].
+
+    Returns
+    -------
+    float
+        Sensitivity (true-positive rate) in [0, 1]; NaN when only one class is present.
+    """
+    y = np.asarray(labels, dtype=np.int64)
+    if not 0 < y.sum() < y.size:
+        return math.nan
+    fpr, tpr, _ = roc_curve(y, np.asarray(probabilities, dtype=np.float64))
+    return float(tpr[fpr <= 1.0 - specificity + 1e-12].max())
+
+
+def probability_metrics(probabilities: np.ndarray, labels: np.ndarray) -> dict[str, float | int]:
+    """ROC-AUC, PR-AUC, sensitivity at 95 % specificity, ECE and Brier score of calibrated probabilities.
+
+    Parameters
+    ----------
+    probabilities : numpy.ndarray
+        Calibrated probabilities of AF, shape ``(n,)``.
+    labels : numpy.ndarray
+        0/1 labels, shape ``(n,)``.
+
+    Returns
+    -------
+    dict
+        ``n``, ``n_pos``, ``roc_auc``, ``pr_auc`` (average precision), ``sens_at_spec95``, ``ece`` (15 bins),
+        ``brier``; AUCs and sensitivity are NaN when only one class is present.
+    """
+    y = np.asarray(labels, dtype=np.int64)
+    p = np.asarray(probabilities, dtype=np.float64)
+    both = 0 < y.sum() < y.size
+    return {
+        "n": int(y.size),
+        "n_pos": int(y.sum()),
+        "roc_auc": float(roc_auc_score(y, p)) if both else math.nan,
+        "pr_auc": float(average_precision_score(y, p)) if both else math.nan,
+        "sens_at_spec95": sensitivity_at_specificity(p, y, 0.95),
+        "ece": expected_calibration_error(p, y),
+        "brier": float(brier_score_loss(y, p)),
     }

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import pickle
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -15,14 +14,13 @@ from features import RR_FEATURE_NAMES
 from models.card import ModelCard
 from models.errors import ModelError
 from models.rr_af import RRAFNet
+from models.zoo import FAMILIES
 
 __all__ = ["DEFAULT_ARTIFACT_DIR", "FAMILIES", "RRAFScorer", "load_module", "load_rr_af"]
 
 DEFAULT_ARTIFACT_DIR = Path(__file__).resolve().parent / "artifacts"
 RR_AF_CARD = "rr_af_v1.json"
 
-FAMILIES: dict[str, Callable[..., nn.Module]] = {"rr-mlp": RRAFNet}
-"""Architecture family name (``ModelCard.family``) -> module constructor taking ``card.architecture``."""
 
 
 def load_module(card_path: Path, device: str | torch.device = "cpu") -> tuple[nn.Module, ModelCard]:
@@ -62,7 +60,10 @@ def load_module(card_path: Path, device: str | torch.device = "cpu") -> tuple[nn
         raise ModelError(f"{weights_path} is not a weights-only state dict: {exc}") from exc
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ModelError(f"{weights_path} does not hold a state dict of tensors")
-    module = factory(**card.architecture)
+    try:
+        module = factory(**card.architecture)
+    except (TypeError, ModelError) as exc:
+        raise ModelError(f"{card_path}: bad {card.family} architecture {card.architecture}: {exc}") from exc
     try:
         module.load_state_dict(state, strict=True)
     except RuntimeError as exc:

@@ -342,7 +342,7 @@ def train_rr_af(
         name=MODEL_NAME,
         version=MODEL_VERSION,
         family=MODEL_FAMILY,
-        input=InputContract(leads=1, sample_rate_hz=int(FS_HZ), window_s=window_s),
+        input=InputContract(leads=1, sample_rate_hz=int(FS_HZ), window_s=window_s, kind="rr"),
         feature_names=RR_FEATURE_NAMES,
         architecture={"n_features": len(RR_FEATURE_NAMES), "hidden": list(HIDDEN), "dropout": DROPOUT},
         weights_file=weights_path.name,
