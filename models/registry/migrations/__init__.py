@@ -1,0 +1,1 @@
+"""Alembic environment and revisions of the registry tables (run them with ``models.registry.migrate``)."""

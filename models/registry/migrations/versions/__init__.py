@@ -1,0 +1,1 @@
+"""Revisions of the registry tables, oldest first by ``down_revision``."""
