@@ -22,7 +22,13 @@ install: $(VENV)/.installed  ## create .venv and install holmes with its dev too
 run: install  ## start broker, worker, API and 8 simulated beds; prints the dashboard URL
 	$(HOLMES) up
 
-test: install  ## the whole test suite (unit + integration against the embedded broker and real databases)
+# The dashboard's browser test drives Debian's Chromium (never a browser downloaded by playwright).
+CHROMIUM := /usr/bin/chromium
+$(CHROMIUM):
+	if [ "$$(id -u)" = 0 ]; then apt-get update -q && apt-get install -y -q chromium; \
+	else sudo apt-get update -q && sudo apt-get install -y -q chromium; fi
+
+test: install $(CHROMIUM)  ## the whole test suite (unit + integration against the embedded broker and real databases)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: install  ## ruff

@@ -16,10 +16,12 @@ from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 from sqlalchemy.exc import SQLAlchemyError
 
+from api.alerts import AlertChange
 from api.config import ApiConfig
-from api.db import ScoreStore
+from api.db import ScoreStore, WriteOutcome
 from api.hub import Hub
-from api.schemas import ConsumerState, ScoreMessage, ScorePublic
+from api.metrics import Metrics
+from api.schemas import AlertEventPublic, AlertMessage, AlertPublic, ConsumerState, ScoreMessage, ScorePublic
 from ingest.codec import decode_score
 from ingest.errors import DecodeError
 from ingest.schemas import ScoreRecord
@@ -82,15 +84,27 @@ class _Backoff:
         self.delay_s = min(self.delay_s * 2, self.max_s)
 
 
+def alert_message(change: AlertChange, sent_at_s: float) -> str:
+    """The WebSocket message of an alert event."""
+    return AlertMessage(alert=AlertPublic.model_validate(change.alert), event=AlertEventPublic.model_validate(
+        change.event), sent_at_s=sent_at_s).model_dump_json()
+
+
 class ScoreConsumer:
-    """Reads the scores topic; every score reaches the hub before it reaches the database."""
+    """Reads the scores topic; every score reaches the hub before it reaches the database.
+
+    Alerts are evaluated while the scores are stored (``ScoreStore.write``), and their events are broadcast once
+    that transaction has committed.
+    """
 
     def __init__(
-        self, config: ApiConfig, store: ScoreStore, hub: Hub, *, clock: Callable[[], float] = time.time
+        self, config: ApiConfig, store: ScoreStore, hub: Hub, *, metrics: Metrics | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.config = config
         self.store = store
         self.hub = hub
+        self.metrics = metrics
         self.stats = ConsumerStats()
         self._clock = clock
         self._task: asyncio.Task[None] | None = None
@@ -149,9 +163,16 @@ class ScoreConsumer:
     async def _write(self, records: Sequence[ScoreRecord], received_at_s: float) -> int:
         if not records:
             return 0
-        inserted = await asyncio.to_thread(self.store.write_many, records, received_at_s)
+        outcome: WriteOutcome = await asyncio.to_thread(self.store.write, records, received_at_s)
+        inserted = len(outcome.inserted)
         self.stats.written += inserted
         self.stats.duplicates += len(records) - inserted
+        if self.metrics is not None:
+            self.metrics.record_write(outcome, received_at_s)
+        for change in outcome.alerts:
+            log.info("alert %d of bed %s %s (risk %s)", change.alert.id, change.alert.bed_id, change.event.kind,
+                     change.event.risk)
+            self.hub.publish(alert_message(change, self._clock()))
         return inserted
 
     async def start(self) -> None:

@@ -1,23 +1,28 @@
-"""Engine construction and the score store (idempotent batch writes, per-bed reads)."""
+"""Engine construction and the score store: idempotent batch writes with alert evaluation, reads, retention."""
 
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Engine, case, create_engine, event, func, select
+from sqlalchemy import Engine, create_engine, delete, event, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import StaticPool
 
+from api.alerts import AlertChange, AlertRules, apply_window
 from api.errors import ConfigError
 from api.tables import Base, Bed, Score
 from ingest.schemas import ScoreRecord
 
-#: The most rows one call of ``scores_for_bed`` returns.
+#: The most rows one call of ``scores_for_bed`` or ``page`` returns.
 MAX_SCORES_LIMIT = 10_000
+#: A jump of more than this many hops between a bed's windows is a restarted stream, not lost windows.
+MAX_LOST_GAP_HOPS = 60
 
 
 def normalise_url(url: str | URL) -> URL:
@@ -67,56 +72,95 @@ def _insert(engine: Engine, table: type[Base]) -> postgresql.Insert | sqlite.Ins
 
 def _score_row(record: ScoreRecord, received_at_s: float) -> dict[str, Any]:
     row = dataclasses.asdict(record)
+    # The strip is kept only as the bed's latest (``beds.strip_mv``), not per window in the history.
+    row.pop("strip_hz", None)
+    row.pop("strip_mv", None)
     row["models"] = list(record.models)
     row["received_at_s"] = received_at_s
     return row
 
 
+@dataclass(slots=True)
+class WriteOutcome:
+    """What one ``ScoreStore.write`` did: the scores stored for the first time and what followed from them."""
+
+    inserted: list[ScoreRecord] = field(default_factory=list)
+    alerts: list[AlertChange] = field(default_factory=list)
+    windows_lost: int = 0
+    selection_changes: int = 0
+
+
 class ScoreStore:
     """Reads and writes scores and beds; every method is blocking (call it from a thread in async code)."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, rules: AlertRules | None = None, hop_s: float = 5.0) -> None:
         self.engine = engine
+        self.rules = rules or AlertRules()
+        self.hop_s = hop_s
 
     def write_many(self, records: Sequence[ScoreRecord], received_at_s: float) -> int:
-        """Insert the scores not stored yet and update their beds, in one transaction; returns rows inserted."""
+        """``write`` returning only the number of rows inserted."""
+        return len(self.write(records, received_at_s).inserted)
+
+    def write(self, records: Sequence[ScoreRecord], received_at_s: float, now_s: float | None = None) -> WriteOutcome:
+        """Insert the scores not stored yet, advance their beds and alerts, in one transaction.
+
+        Only newly inserted windows move a bed on (replays change nothing), and only windows newer than the
+        bed's latest move its latest score, strip, provenance and alert streaks.
+        """
+        outcome = WriteOutcome()
         if not records:
-            return 0
+            return outcome
+        now = time.time() if now_s is None else now_s
         unique: dict[tuple[str, float], ScoreRecord] = {}
-        latest: dict[str, ScoreRecord] = {}
         for record in records:
             unique.setdefault((record.bed_id, record.window_end_s), record)
-            best = latest.get(record.bed_id)
-            if best is None or record.window_end_s >= best.window_end_s:
-                latest[record.bed_id] = record
-        scores = _insert(self.engine, Score).on_conflict_do_nothing(index_elements=["bed_id", "window_end_s"])
-        beds = _insert(self.engine, Bed)
-        newer = beds.excluded.last_window_end_s >= Bed.last_window_end_s
-        beds = beds.on_conflict_do_update(
-            index_elements=["bed_id"],
-            set_={
-                "last_seen_s": beds.excluded.last_seen_s,
-                "last_window_end_s": case((newer, beds.excluded.last_window_end_s), else_=Bed.last_window_end_s),
-                "last_state": case((newer, beds.excluded.last_state), else_=Bed.last_state),
-            },
-        )
-        bed_rows = [
-            {
-                "bed_id": bed_id,
-                "first_seen_s": received_at_s,
-                "last_seen_s": received_at_s,
-                "last_window_end_s": record.window_end_s,
-                "last_state": record.state,
-            }
-            # Sorted so that concurrent writers lock bed rows in the same order and cannot deadlock.
-            for bed_id, record in sorted(latest.items())
-        ]
-        with self.engine.begin() as conn:
-            inserted = conn.execute(
-                scores.returning(Score.id), [_score_row(r, received_at_s) for r in unique.values()]
+        insert = _insert(self.engine, Score).on_conflict_do_nothing(index_elements=["bed_id", "window_end_s"])
+        with Session(self.engine, expire_on_commit=False) as session, session.begin():
+            keys = session.connection().execute(
+                insert.returning(Score.bed_id, Score.window_end_s),
+                [_score_row(r, received_at_s) for r in unique.values()],
             ).all()
-            conn.execute(beds, bed_rows)
-        return len(inserted)
+            outcome.inserted = sorted((unique[(k.bed_id, k.window_end_s)] for k in keys),
+                                      key=lambda r: (r.bed_id, r.window_end_s))
+            if not outcome.inserted:
+                return outcome
+            bed_ids = sorted({r.bed_id for r in outcome.inserted})
+            # Locked in bed-id order, so that concurrent writers cannot deadlock on them.
+            beds = {
+                bed.bed_id: bed
+                for bed in session.scalars(
+                    select(Bed).where(Bed.bed_id.in_(bed_ids)).order_by(Bed.bed_id).with_for_update()
+                )
+            }
+            for record in outcome.inserted:
+                bed = beds.get(record.bed_id)
+                if bed is None:
+                    bed = beds[record.bed_id] = Bed(
+                        bed_id=record.bed_id, first_seen_s=received_at_s, last_seen_s=received_at_s,
+                        last_window_end_s=record.window_end_s, last_state=record.state, windows_lost=0,
+                        alert_above=0, alert_below=0, open_alert_id=None, last_models=None,
+                    )
+                    session.add(bed)
+                else:
+                    bed.last_seen_s = max(bed.last_seen_s, received_at_s)
+                    if record.window_end_s <= bed.last_window_end_s:
+                        continue  # a late, older window: stored in the history, but not the bed's latest
+                    hops = round((record.window_end_s - bed.last_window_end_s) / self.hop_s)
+                    if 1 < hops <= MAX_LOST_GAP_HOPS:
+                        bed.windows_lost += hops - 1
+                        outcome.windows_lost += hops - 1
+                bed.last_window_end_s, bed.last_state = record.window_end_s, record.state
+                bed.strip_hz = record.strip_hz if record.strip_mv else None
+                bed.strip_mv = list(record.strip_mv) if record.strip_mv else None
+                if record.state == "ok" and record.models:
+                    if bed.last_models and list(record.models) != bed.last_models:
+                        outcome.selection_changes += 1
+                    bed.last_models = list(record.models)
+                change = apply_window(session, self.rules, bed, record, now)
+                if change is not None:
+                    outcome.alerts.append(change)
+        return outcome
 
     def latest_per_bed(self) -> list[tuple[Bed, Score]]:
         """Each bed with its latest score (highest ``window_end_s``), sorted by bed id."""
@@ -133,16 +177,65 @@ class ScoreStore:
         with Session(self.engine) as session:
             return session.get(Bed, bed_id)
 
-    def scores_for_bed(self, bed_id: str, limit: int = 100, since_s: float | None = None) -> list[Score]:
-        """The newest ``limit`` scores of a bed, newest first, with ``window_end_s > since_s`` if given."""
+    def latest_of(self, bed_id: str) -> tuple[Bed, Score] | None:
+        """One bed with its latest score, or ``None``."""
+        query = (
+            select(Bed, Score)
+            .join(Score, (Score.bed_id == Bed.bed_id) & (Score.window_end_s == Bed.last_window_end_s))
+            .where(Bed.bed_id == bed_id)
+        )
+        with Session(self.engine) as session:
+            row = session.execute(query).first()
+            return (row[0], row[1]) if row is not None else None
+
+    def scores_for_bed(self, bed_id: str, limit: int = 100, since_s: float | None = None,
+                       until_s: float | None = None) -> list[Score]:
+        """The newest ``limit`` scores of a bed, newest first, with ``since_s < window_end_s <= until_s``."""
+        return self.page(bed_id, limit=limit, since_s=since_s, until_s=until_s)
+
+    def page(self, bed_id: str | None = None, limit: int = 100, since_s: float | None = None,
+             until_s: float | None = None, after: tuple[float, int] | None = None) -> list[Score]:
+        """Scores newest first; ``after`` = (window_end_s, id) of the last row of the previous page."""
         if not 1 <= limit <= MAX_SCORES_LIMIT:
             raise ValueError(f"limit must be in [1, {MAX_SCORES_LIMIT}], not {limit}")
-        query = select(Score).where(Score.bed_id == bed_id)
+        query = select(Score)
+        if bed_id is not None:
+            query = query.where(Score.bed_id == bed_id)
         if since_s is not None:
             query = query.where(Score.window_end_s > since_s)
-        query = query.order_by(Score.window_end_s.desc()).limit(limit)
+        if until_s is not None:
+            query = query.where(Score.window_end_s <= until_s)
+        if after is not None:
+            end_s, row_id = after
+            query = query.where((Score.window_end_s < end_s) | ((Score.window_end_s == end_s) & (Score.id < row_id)))
+        query = query.order_by(Score.window_end_s.desc(), Score.id.desc()).limit(limit)
         with Session(self.engine) as session:
             return list(session.scalars(query))
+
+    def trends(self, window_s: float, bed_id: str | None = None) -> dict[str, list[tuple[float, float | None, str]]]:
+        """Each bed's ``(window_end_s, risk, state)`` over the ``window_s`` before its latest window, oldest first.
+
+        Relative to each bed's own latest window, so a monitor whose clock is off still gets its last hour.
+        """
+        query = (
+            select(Score.bed_id, Score.window_end_s, Score.risk, Score.state)
+            .join(Bed, Bed.bed_id == Score.bed_id)
+            .where(Score.window_end_s > Bed.last_window_end_s - window_s)
+            .order_by(Score.bed_id, Score.window_end_s)
+        )
+        if bed_id is not None:
+            query = query.where(Score.bed_id == bed_id)
+        out: dict[str, list[tuple[float, float | None, str]]] = {}
+        with Session(self.engine) as session:
+            for row in session.execute(query):
+                out.setdefault(row.bed_id, []).append((row.window_end_s, row.risk, row.state))
+        return out
+
+    def purge(self, before_s: float) -> int:
+        """Delete scores of windows ending before ``before_s`` (retention); returns how many."""
+        with Session(self.engine) as session, session.begin():
+            result = session.execute(delete(Score).where(Score.window_end_s < before_s))
+            return int(getattr(result, "rowcount", 0) or 0)
 
     def count(self) -> int:
         """Number of stored scores."""

@@ -3,16 +3,23 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 from fastapi import Depends
 from sqlalchemy import Engine
 from starlette.requests import HTTPConnection
 
+from api.alerts import AlertStore
+from api.audit import AuditLog
 from api.config import ApiConfig
 from api.consumer import ScoreConsumer
 from api.db import ScoreStore
 from api.hub import Hub
+from api.metrics import Metrics
+
+if TYPE_CHECKING:
+    from api.deadletters import DeadLetterMonitor
+    from api.users import UserStore
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,6 +31,11 @@ class Services:
     store: ScoreStore
     hub: Hub
     consumer: ScoreConsumer
+    alerts: AlertStore
+    users: UserStore
+    audit: AuditLog
+    metrics: Metrics
+    deadletters: DeadLetterMonitor
 
 
 def get_services(conn: HTTPConnection) -> Services:
@@ -52,7 +64,31 @@ def get_consumer(conn: HTTPConnection) -> ScoreConsumer:
     return get_services(conn).consumer
 
 
+def get_alerts(conn: HTTPConnection) -> AlertStore:
+    """The alert store."""
+    return get_services(conn).alerts
+
+
+def get_audit(conn: HTTPConnection) -> AuditLog:
+    """The audit log."""
+    return get_services(conn).audit
+
+
+def get_metrics(conn: HTTPConnection) -> Metrics:
+    """The app's Prometheus metrics."""
+    return get_services(conn).metrics
+
+
+def remote_address(conn: HTTPConnection) -> str | None:
+    """The client's address, for the audit log."""
+    return conn.client.host if conn.client is not None else None
+
+
 ConfigDep = Annotated[ApiConfig, Depends(get_config)]
 StoreDep = Annotated[ScoreStore, Depends(get_store)]
 HubDep = Annotated[Hub, Depends(get_hub)]
 ConsumerDep = Annotated[ScoreConsumer, Depends(get_consumer)]
+AlertsDep = Annotated[AlertStore, Depends(get_alerts)]
+AuditDep = Annotated[AuditLog, Depends(get_audit)]
+MetricsDep = Annotated[Metrics, Depends(get_metrics)]
+RemoteDep = Annotated[str | None, Depends(remote_address)]

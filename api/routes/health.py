@@ -1,14 +1,16 @@
-"""Liveness and readiness probes."""
+"""Liveness and readiness probes, and the Prometheus metrics."""
 
 from __future__ import annotations
 
 from typing import Literal
 
-from fastapi import APIRouter, Response, status
+from fastapi import APIRouter, Depends, Response, status
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import ConsumerDep, HubDep, StoreDep
+from api.auth import require_read
+from api.deps import ConsumerDep, HubDep, MetricsDep, StoreDep
+from api.metrics import CONTENT_TYPE
 from api.schemas import HealthPublic, ReadyPublic
 
 router = APIRouter(tags=["health"])
@@ -47,3 +49,16 @@ async def readyz(store: StoreDep, consumer: ConsumerDep, hub: HubDep, response: 
         ws_dropped=hub.dropped,
         last_error=stats.last_error,
     )
+
+
+@router.get(
+    "/metrics",
+    dependencies=[Depends(require_read)],
+    response_class=Response,
+    responses={200: {"content": {CONTENT_TYPE.split(";")[0]: {"schema": {"type": "string"}}},
+                     "description": "Prometheus text exposition"}},
+)
+def metrics(metrics: MetricsDep) -> Response:
+    """Prometheus metrics: end-to-end and HTTP latency histograms, windows by status, lost windows, dead letters,
+    model selection changes, alert events, consumer and WebSocket counters."""
+    return Response(metrics.render(), media_type=CONTENT_TYPE)

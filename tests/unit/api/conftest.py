@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import itertools
+import secrets
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 from aiokafka.structs import ConsumerRecord
 from fastapi.testclient import TestClient
+from pydantic import SecretStr
 
 from api import ApiConfig, create_app
 from api.consumer import ScoreConsumer
@@ -78,10 +80,37 @@ def client_factory() -> Iterator[Callable[[ApiConfig], TestClient]]:
         client.__exit__(None, None, None)
 
 
+#: The bootstrap admin token of the test apps (``HOLMES_ADMIN_TOKEN``).
+ADMIN_TOKEN = secrets.token_urlsafe(32)
+ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+
+
+def app_config(database_url: str, **changes: Any) -> ApiConfig:
+    """The tests' config: a known admin token, and no retention (the fixtures' windows are from 2023)."""
+    return ApiConfig(**{"database_url": database_url, "admin_token": SecretStr(ADMIN_TOKEN),
+                        "score_retention_s": 0.0, **changes})
+
+
 @pytest.fixture
 def client(client_factory: Callable[[ApiConfig], TestClient], database_url: str) -> TestClient:
     """An app without Kafka on a fresh database (SQLite, and PostgreSQL where reachable)."""
-    return client_factory(ApiConfig(database_url=database_url))
+    return client_factory(app_config(database_url))
+
+
+@pytest.fixture
+def login() -> Callable[..., dict[str, str]]:
+    """Creates a user of a role through the admin API and returns its ``Authorization`` header."""
+
+    def make(client: TestClient, role: str, username: str | None = None) -> dict[str, str]:
+        name = username or f"{role}-{next(_users)}"
+        created = client.post("/api/users", headers=ADMIN, json={"username": name, "role": role, "with_token": True})
+        assert created.status_code == 201, created.text
+        return {"Authorization": f"Bearer {created.json()['token']}"}
+
+    return make
+
+
+_users = itertools.count(1)
 
 
 @pytest.fixture

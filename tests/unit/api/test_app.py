@@ -145,13 +145,22 @@ def test_a_bad_payload_is_counted_and_the_feed_goes_on(
     assert (body["ready"], body["scores_received"], body["undecodable"], body["written"]) == (True, 2, 1, 1)
 
 
-def test_live_page_and_its_assets_are_served(client: TestClient) -> None:
-    page = client.get("/")
-    assert page.status_code == 200
-    assert page.headers["content-type"].startswith("text/html")
-    for asset in ("/static/app.js", "/static/style.css"):
-        assert asset in page.text
-        assert client.get(asset).status_code == 200
-    script = client.get("/static/app.js").text
-    assert "/ws/scores" in script
-    assert "https://" not in page.text + script + client.get("/static/style.css").text
+def test_dashboard_page_and_its_assets_are_served_without_any_cdn(client: TestClient) -> None:
+    for path in ("/", "/beds/bed-1", "/alerts", "/models", "/ensemble", "/admin"):
+        page = client.get(path)
+        assert page.status_code == 200 and page.headers["content-type"].startswith("text/html"), path
+        assert "default-src 'self'" in page.headers["content-security-policy"]
+    page = client.get("/").text
+    assets = ["/static/app.js", "/static/style.css"] + [
+        f"/static/js/{name}.js" for name in ("core", "charts", "grid", "bed", "alerts", "ops", "admin")]
+    texts = [page]
+    for asset in assets:
+        response = client.get(asset)
+        assert response.status_code == 200, asset
+        texts.append(response.text)
+    assert "/static/app.js" in page and "/ws/scores" in client.get("/static/js/core.js").text
+    assert not any("https://" in text or "http://" in text for text in texts)
+    docs = client.get("/docs")
+    assert docs.status_code == 200 and "/docs-static/swagger-ui-bundle.js" in docs.text and "cdn" not in docs.text
+    assert client.get("/docs-static/swagger-ui-bundle.js").status_code == 200
+    assert client.get("/redoc").status_code == 404
