@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import signal
@@ -62,10 +63,9 @@ def _wait_for_signal() -> None:
 
 def cmd_worker(args: argparse.Namespace) -> int:
     """Run the windowing and scoring worker."""
-    from models.serving import load_rr_af
-
     from ensemble.scoring import WindowScorer
     from ingest.worker import WorkerConfig, run_worker
+    from models.zoo import load_zoo
 
     overrides = {k: v for k, v in {"window_s": args.window_s, "hop_s": args.hop_s}.items() if v is not None}
     settings = WorkerSettings(**overrides)
@@ -75,7 +75,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
     if settings.window_s not in (10.0, 30.0):
         print(f"window_s must be 10 or 30, not {settings.window_s}", file=sys.stderr)
         return 2
-    model = load_rr_af(settings.model_dir)
+    scorer = WindowScorer.from_zoo(load_zoo(settings.model_dir), window_s=settings.window_s)
+    log.info("serving %s", ", ".join(f"{m.name}@{m.version}" for m in scorer.models))
     config = WorkerConfig(
         kafka_bootstrap=settings.kafka_bootstrap,
         topics=settings.topics(),
@@ -88,27 +89,45 @@ def cmd_worker(args: argparse.Namespace) -> int:
         ready_file=Path(args.ready_file) if args.ready_file else None,
         datadir=settings.state_dir / "worker",
     )
-    run_worker(config, WindowScorer(model), loglevel=settings.log_level)
+    run_worker(config, scorer, loglevel=settings.log_level)
     return 0
 
 
 def cmd_api(args: argparse.Namespace) -> int:
     """Run the FastAPI service (REST, WebSocket, live page)."""
     import uvicorn
+
     from api.app import create_app
     from api.config import ApiConfig
+    from api.errors import ConfigError
+    from holmes.cli_models import registration_config
 
     settings = ApiSettings()
     settings.state_dir.mkdir(parents=True, exist_ok=True)
-    config = ApiConfig(
-        database_url=settings.resolved_database_url(),
-        kafka_bootstrap=settings.kafka_bootstrap,
-        scores_topic=settings.topics().scores.name,
-        consumer_group=f"{settings.topic_prefix}-api",
-        fetch_max_wait_ms=settings.api_fetch_max_wait_ms,
-    )
+    try:
+        config = ApiConfig(
+            database_url=settings.resolved_database_url(),
+            kafka_bootstrap=settings.kafka_bootstrap,
+            scores_topic=settings.topics().scores.name,
+            deadletter_topic=settings.topics().deadletter.name,
+            consumer_group=f"{settings.topic_prefix}-api",
+            fetch_max_wait_ms=settings.api_fetch_max_wait_ms,
+            env=settings.env,
+            admin_token=settings.admin_token,
+            anonymous_read=settings.api_anonymous_read,
+            session_ttl_s=settings.session_ttl_s,
+            hop_s=settings.hop_s,
+            alert_threshold=settings.alert_threshold,
+            alert_clear_threshold=settings.alert_clear_threshold,
+            alert_raise_windows=settings.alert_raise_windows,
+            alert_clear_windows=settings.alert_clear_windows,
+            score_retention_s=settings.score_retention_s,
+        )
+    except ConfigError as exc:
+        print(f"holmes api: {exc}", file=sys.stderr)
+        return 2
     port = args.port if args.port is not None else settings.api_port
-    uvicorn.run(create_app(config), host=args.host or settings.api_host, port=port,
+    uvicorn.run(create_app(config, registration_config(settings)), host=args.host or settings.api_host, port=port,
                 log_level=settings.log_level, access_log=False)
     return 0
 
@@ -165,12 +184,34 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    """Retrain the served model(s) from the shared data, reproducibly from a seed."""
-    from models.train_rr import train_rr_af
+    """Rebuild the whole model zoo (and the RR random-forest baseline) from the shared data, from a seed."""
+    from models.train_zoo import main as train_main
 
     settings = CommonSettings()
-    out = Path(args.out) if args.out else Path(__file__).resolve().parents[1] / "models" / "artifacts"
-    train_rr_af(settings.data_dir, out, seed=args.seed, progress=True)
+    argv = ["--data-dir", str(settings.data_dir), "--seed", str(args.seed)]
+    if args.out:
+        argv += ["--out", args.out]
+    if args.only:
+        argv += ["--only", *args.only]
+    if args.table_only:
+        argv.append("--table-only")
+    return train_main(argv)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    """Score every record of a PhysioNet-format folder with the model served at N beds."""
+    from models.evaluate import evaluate_folder
+    from models.zoo import load_zoo
+
+    settings = WorkerSettings()
+    folder = Path(args.data)
+    fmt = args.format or ("cinc2017" if (folder / "REFERENCE.csv").exists() else "mitdb")
+    json_path = Path(args.json)
+    png_path = Path(args.png) if args.png else json_path.with_suffix(".png")
+    result = evaluate_folder(folder, fmt, load_zoo(settings.model_dir), json_path, png_path, beds=args.beds)
+    print(json.dumps({k: result[k] for k in ("records", "scored", "unscorable", "roc_auc", "pr_auc",
+                                            "sens_at_spec95", "ece", "models")}, indent=2))
+    print(f"wrote {json_path} and {png_path}")
     return 0
 
 
@@ -223,10 +264,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", default=None, help="write the result here")
     p.set_defaults(fn=cmd_bench)
 
-    p = sub.add_parser("train", help="retrain the served model from the shared data")
+    p = sub.add_parser("train", help="rebuild the model zoo from the shared data (reproducible from --seed)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="artifact folder (default: the packaged models/artifacts)")
+    p.add_argument("--only", nargs="*", default=None, metavar="NAME", help="train only these zoo models")
+    p.add_argument("--table-only", action="store_true", help="train nothing; print the table of the artifacts")
     p.set_defaults(fn=cmd_train)
+
+    p = sub.add_parser("evaluate", help="score a PhysioNet folder: JSON metrics, ROC + calibration PNG")
+    p.add_argument("--data", required=True, help="a folder in the format of ../shared/data/cinc2017 or mitdb")
+    p.add_argument("--format", choices=["cinc2017", "mitdb"], default=None, help="default: guessed from the folder")
+    p.add_argument("--beds", type=int, default=64, help="the load the served ensemble is chosen for")
+    p.add_argument("--json", required=True)
+    p.add_argument("--png", default=None, help="default: the JSON path with .png")
+    p.set_defaults(fn=cmd_evaluate)
+
+    from holmes.cli_models import add_models_commands
+
+    add_models_commands(sub)
     return parser
 
 

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ingest.topics import Topics
@@ -24,6 +25,7 @@ class CommonSettings(BaseSettings):
     data_dir: Path = Field(default=Path("../shared/data"), description="PhysioNet folders mitdb/ and cinc2017/")
     state_dir: Path = Field(default=Path(".holmes"), description="logs, SQLite file, worker state")
     log_level: str = "info"
+    hop_s: float = Field(default=5.0, gt=0, description="how often each bed gets a window; stale after 2 hops")
 
     def topics(self) -> Topics:
         return Topics.named(self.topic_prefix, self.waveform_partitions, self.score_partitions)
@@ -33,7 +35,6 @@ class WorkerSettings(CommonSettings):
     """The windowing and scoring worker."""
 
     window_s: float = Field(default=10.0, description="prediction window length; 10 and 30 are supported")
-    hop_s: float = Field(default=5.0, gt=0)
     sample_rate_hz: float = 250.0
     fetch_max_wait_ms: int = Field(default=10, ge=0, le=1500)
     max_reorder_chunks: int = Field(default=2, ge=0, le=16)
@@ -47,6 +48,21 @@ class ApiSettings(CommonSettings):
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8000, ge=0, le=65535)
     api_fetch_max_wait_ms: int = Field(default=10, ge=1, le=1500)
+    env: Literal["dev", "production"] = Field(
+        default="dev", description="production: HOLMES_ADMIN_TOKEN required, reads need a token"
+    )
+    admin_token: SecretStr | None = Field(
+        default=None, description="bootstraps the user 'admin'; unset in dev = a token generated and printed per run"
+    )
+    api_anonymous_read: bool | None = Field(
+        default=None, description="reads (page, GETs, WebSocket) without a token; unset = dev yes, production no"
+    )
+    session_ttl_s: float = Field(default=12 * 3600.0, gt=0, description="lifetime of a sign-in session")
+    alert_threshold: float = Field(default=0.7, gt=0, le=1, description="AF risk that counts towards an alert")
+    alert_clear_threshold: float = Field(default=0.5, gt=0, le=1, description="AF risk under which an alert clears")
+    alert_raise_windows: int = Field(default=3, ge=1, le=1000, description="consecutive windows >= threshold to raise")
+    alert_clear_windows: int = Field(default=3, ge=1, le=1000, description="consecutive windows < clear to clear")
+    score_retention_s: float = Field(default=7 * 24 * 3600.0, ge=0, description="score history kept; 0 = forever")
 
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{(self.state_dir / 'holmes.db').resolve()}"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import secrets
 import signal
 import time
 import urllib.request
@@ -92,19 +93,29 @@ def run_up(settings: Settings, beds: int, source: str, port: int | None) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    stack = Stack(settings, settings.state_dir.resolve(), api_port=api_port)
+    admin_token = None
+    if settings.admin_token is None and settings.env != "production":
+        admin_token = secrets.token_urlsafe(32)
+    stack = Stack(settings, settings.state_dir.resolve(), api_port=api_port,
+                  env={"HOLMES_ADMIN_TOKEN": admin_token} if admin_token else None)
     print("holmes: starting broker, worker and API (first start takes ~10 s) ...", flush=True)
     try:
         stack.start()
+        # The packaged models go through the registration gates in the background; the worker serves
+        # the packaged artifacts meanwhile, so the page does not wait for it.
+        stack.spawn("models", ["models", "import-zoo"])
         if beds:
             stack.spawn("simulator", ["simulate", "--beds", str(beds), "--duration", str(7 * 24 * 3600),
                                       "--source", source, "--quiet"])
         print(json.dumps({"kafka_bootstrap": stack.bootstrap, "logs": str(stack.run_dir)}))
+        print(f"  model registry: importing the packaged models in the background (log: {stack.run_dir}/models.log)")
         print(f"\n  dashboard: http://127.0.0.1:{api_port}/\n  API docs:  http://127.0.0.1:{api_port}/docs\n"
               f"  {beds} simulated beds ({source}); first scores after one window (10 s). Ctrl-C stops.\n",
               flush=True)
+        if admin_token:
+            print(f"  admin token (dev mode, this run only): {admin_token}\n", flush=True)
         while not stopping:
-            dead = [c for c in stack.children if not c.alive()]
+            dead = [c for c in stack.children if not c.alive() and c.name != "models"]
             if dead:
                 for c in dead:
                     log.error("%s exited with code %s; stopping everything\n%s", c.name, c.proc.returncode,

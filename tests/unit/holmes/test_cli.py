@@ -13,7 +13,7 @@ from holmes.settings import ApiSettings, Settings, WorkerSettings
 
 def test_help_lists_every_command() -> None:
     out = subprocess.run([sys.executable, "-m", "holmes", "--help"], capture_output=True, text=True, check=True)
-    for command in ("up", "broker", "worker", "api", "simulate", "bench", "train"):
+    for command in ("up", "broker", "worker", "api", "simulate", "bench", "train", "evaluate", "models"):
         assert f"    {command}" in out.stdout
 
 
