@@ -75,6 +75,10 @@ def cmd_worker(args: argparse.Namespace) -> int:
     if settings.window_s not in (10.0, 30.0):
         print(f"window_s must be 10 or 30, not {settings.window_s}", file=sys.stderr)
         return 2
+    import torch
+
+    # One inference thread: on 2 shared cores, two threads stalled 10-15 ms at small batches (models/ZOO.md).
+    torch.set_num_threads(1)
     scorer = WindowScorer.from_zoo(load_zoo(settings.model_dir), window_s=settings.window_s)
     log.info("serving %s", ", ".join(f"{m.name}@{m.version}" for m in scorer.models))
     config = WorkerConfig(
