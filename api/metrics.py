@@ -11,8 +11,9 @@ from dataclasses import dataclass, field
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
+from api.asgi import StatusRecorder
 from api.db import WriteOutcome
 from api.schemas import LatencyPublic, ServedModelPublic, score_status
 
@@ -163,17 +164,11 @@ class HttpMetricsMiddleware:
             await self.app(scope, receive, send)
             return
         start = time.perf_counter()
-        status_code = 500
-
-        async def send_wrapper(message: Message) -> None:
-            nonlocal status_code
-            if message["type"] == "http.response.start":
-                status_code = int(message["status"])
-            await send(message)
-
+        recorder = StatusRecorder(send)
         try:
-            await self.app(scope, receive, send_wrapper)
+            await self.app(scope, receive, recorder)
         finally:
+            status_code = recorder.status_code
             metrics = self.metrics(scope)
             if metrics is not None:
                 route = scope.get("route")
