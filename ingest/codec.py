@@ -23,8 +23,10 @@ import numpy as np
 from ingest.errors import DecodeError
 from ingest.schemas import (
     BED_ID_RE,
+    PLAN_SCHEMA_VERSION,
     SCORE_SCHEMA_VERSION,
     WAVEFORM_SCHEMA_VERSION,
+    PlanRecord,
     ScoreRecord,
     WaveformChunk,
 )
@@ -232,3 +234,66 @@ def _check_score(r: ScoreRecord) -> None:
         raise DecodeError("wrong-schema", f"strip_mv must be at most {MAX_STRIP_SAMPLES} finite numbers")
     if r.strip_mv and not (r.strip_hz is not None and number(r.strip_hz) and 0 < r.strip_hz <= 500):
         raise DecodeError("wrong-schema", "a strip needs strip_hz in (0, 500]")
+
+
+_PLAN_FIELDS = {f.name: f for f in dataclasses.fields(PlanRecord)}
+
+
+def encode_plan(plan: PlanRecord) -> bytes:
+    """Serialise a plan record as compact JSON with a schema version."""
+    _check_plan(plan)
+    body = dataclasses.asdict(plan)
+    body["members"] = list(plan.members)
+    body["previous"] = list(plan.previous)
+    body["v"] = PLAN_SCHEMA_VERSION
+    return json.dumps(body, separators=(",", ":"), allow_nan=False).encode()
+
+
+def decode_plan(data: bytes | None) -> PlanRecord:
+    """Parse and check a plan record; raises :class:`DecodeError` on any defect, never anything else."""
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise DecodeError("wrong-type", f"expected bytes, got {type(data).__name__}")
+    if len(data) > MAX_MESSAGE_BYTES:
+        raise DecodeError("oversized", f"{len(data)} bytes > {MAX_MESSAGE_BYTES}")
+    try:
+        body = json.loads(bytes(data), parse_constant=_refuse_constant)
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        raise DecodeError("undecodable", str(exc)[:200]) from exc
+    if not isinstance(body, dict) or body.pop("v", None) != PLAN_SCHEMA_VERSION:
+        raise DecodeError("wrong-schema", "not a version-1 plan record")
+    unknown = set(body) - set(_PLAN_FIELDS)
+    missing = {n for n, f in _PLAN_FIELDS.items()
+               if f.default is dataclasses.MISSING and n not in body}
+    if unknown or missing:
+        raise DecodeError("wrong-schema", f"unknown fields {sorted(unknown)}, missing {sorted(missing)}")
+    if not isinstance(body["members"], list) or not isinstance(body["previous"], list):
+        raise DecodeError("wrong-schema", "members and previous must be lists")
+    record = PlanRecord(**{**body, "members": tuple(body["members"]), "previous": tuple(body["previous"])})
+    _check_plan(record)
+    return record
+
+
+def _check_plan(p: PlanRecord) -> None:
+    def number(x: object) -> bool:
+        return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
+
+    if not isinstance(p.worker_id, str) or not p.worker_id or len(p.worker_id) > 200:
+        raise DecodeError("wrong-schema", "worker_id must be a non-empty string")
+    if not isinstance(p.plan_id, int) or isinstance(p.plan_id, bool) or p.plan_id < 0:
+        raise DecodeError("wrong-schema", "plan_id must be an integer >= 0")
+    if not isinstance(p.reason, str) or len(p.reason) > 500:
+        raise DecodeError("wrong-schema", "reason must be a string of at most 500 characters")
+    for name in ("members", "previous"):
+        ids = getattr(p, name)
+        if len(ids) > 64 or not all(isinstance(m, str) and 0 < len(m) <= 200 for m in ids):
+            raise DecodeError("wrong-schema", f"{name} must be at most 64 model ids")
+    if not p.members:
+        raise DecodeError("wrong-schema", "a plan needs at least one member")
+    for name in ("at_s", "budget_ms", "predicted_p50_ms", "predicted_p99_ms", "objective", "hop_s",
+                 "windows_per_s", "slowdown"):
+        if not number(getattr(p, name)):
+            raise DecodeError("wrong-schema", f"{name} is not a finite number")
+    if not isinstance(p.beds, int) or isinstance(p.beds, bool) or p.beds < 0:
+        raise DecodeError("wrong-schema", "beds must be an integer >= 0")
+    if p.measured_p99_ms is not None and not number(p.measured_p99_ms):
+        raise DecodeError("wrong-schema", "measured_p99_ms is not a finite number")

@@ -10,6 +10,7 @@ import numpy as np
 
 WAVEFORM_SCHEMA_VERSION = 1
 SCORE_SCHEMA_VERSION = 1
+PLAN_SCHEMA_VERSION = 1
 
 #: Bed ids are short printable identifiers; they are Kafka keys and database keys.
 BED_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
@@ -78,3 +79,30 @@ class ScoreRecord:
     #: The last seconds of the first lead, decimated, for the dashboard's ECG strip (millivolts).
     strip_hz: float | None = None
     strip_mv: tuple[float, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class PlanRecord:
+    """An ensemble selection a worker put in force, and why (``<prefix>.plans``, JSON, keyed by worker id).
+
+    Every re-plan publishes one; the first has reason ``"start"``. ``members`` and ``previous`` are model ids
+    ``"name@version"`` in execution order. Latencies are end-to-end milliseconds (window acquisition to score
+    published); ``measured_p99_ms`` is the worker's own measurement over the last interval (``None`` before
+    any window was scored). ``objective`` is the validation ROC-AUC of the combined score.
+    """
+
+    worker_id: str
+    plan_id: int
+    at_s: float
+    reason: str
+    members: tuple[str, ...]
+    previous: tuple[str, ...]
+    budget_ms: float
+    predicted_p50_ms: float
+    predicted_p99_ms: float
+    objective: float
+    beds: int
+    hop_s: float
+    windows_per_s: float
+    measured_p99_ms: float | None = None
+    slowdown: float = 1.0

@@ -22,11 +22,13 @@ class TopicSpec:
 
 @dataclass(frozen=True, slots=True)
 class Topics:
-    """The three topics of the stream path, named with a common prefix."""
+    """The topics of the stream path, named with a common prefix: waveforms in, scores and dead letters out,
+    and the ensemble plans each worker puts in force (one partition: few records, read in order)."""
 
     waveforms: TopicSpec
     scores: TopicSpec
     deadletter: TopicSpec
+    plans: TopicSpec
 
     @classmethod
     def named(
@@ -36,10 +38,11 @@ class Topics:
             waveforms=TopicSpec(f"{prefix}.waveforms", waveform_partitions),
             scores=TopicSpec(f"{prefix}.scores", score_partitions),
             deadletter=TopicSpec(f"{prefix}.deadletter", 1),
+            plans=TopicSpec(f"{prefix}.plans", 1),
         )
 
     def all(self) -> tuple[TopicSpec, ...]:
-        return (self.waveforms, self.scores, self.deadletter)
+        return (self.waveforms, self.scores, self.deadletter, self.plans)
 
 
 def ensure_topics(bootstrap: str, specs: tuple[TopicSpec, ...], timeout_s: float = 30.0) -> None:

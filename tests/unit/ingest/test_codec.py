@@ -7,9 +7,17 @@ import struct
 import numpy as np
 import pytest
 
-from ingest.codec import MAX_MESSAGE_BYTES, decode_chunk, decode_score, encode_chunk, encode_score
+from ingest.codec import (
+    MAX_MESSAGE_BYTES,
+    decode_chunk,
+    decode_plan,
+    decode_score,
+    encode_chunk,
+    encode_plan,
+    encode_score,
+)
 from ingest.errors import DecodeError
-from ingest.schemas import ScoreRecord, WaveformChunk
+from ingest.schemas import PlanRecord, ScoreRecord, WaveformChunk
 
 
 def chunk(**over: object) -> WaveformChunk:
@@ -143,3 +151,34 @@ def test_score_with_ecg_strip_round_trips_and_bad_strips_are_refused() -> None:
     with pytest.raises(DecodeError):
         decode_score(b'{"v": 1, "bed_id": "b", "window_end_s": 1, "window_s": 10, "state": "unscorable", '
                      b'"strip_hz": 50, "strip_mv": "0.1,0.2"}')
+
+
+def _plan(**over: object) -> PlanRecord:
+    fields: dict[str, object] = {
+        "worker_id": "host:1", "plan_id": 3, "at_s": 1.7e9, "reason": "load: beds 64 -> 128",
+        "members": ("a@1", "b@2"), "previous": ("a@1",), "budget_ms": 1000.0, "predicted_p50_ms": 120.0,
+        "predicted_p99_ms": 310.5, "objective": 0.981, "beds": 128, "hop_s": 5.0, "windows_per_s": 25.6,
+    }
+    fields.update(over)
+    return PlanRecord(**fields)  # type: ignore[arg-type]
+
+
+def test_plan_round_trip() -> None:
+    plan = _plan(measured_p99_ms=290.0, slowdown=1.5)
+    assert decode_plan(encode_plan(plan)) == plan
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b"", b"[]", b'{"v": 2}', b"\xff\xfe", b"NaN",
+        encode_plan(_plan()).replace(b'"beds":128', b'"beds":-1'),
+        encode_plan(_plan()).replace(b'"members":["a@1","b@2"]', b'"members":[]'),
+        encode_plan(_plan()).replace(b'"objective":0.981', b'"objective":Infinity'),
+        encode_plan(_plan()).replace(b'"reason"', b'"why"'),
+        b"{" * 100_000,
+    ],
+)
+def test_plan_decoder_raises_only_decode_errors(payload: bytes) -> None:
+    with pytest.raises(DecodeError):
+        decode_plan(payload)
