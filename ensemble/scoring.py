@@ -1,20 +1,35 @@
-"""Turn windows into verdicts: quality gate, features, one batched model call for the scorable ones."""
+"""Turn windows into verdicts: quality gate, features, then every ensemble member once per batch.
+
+A :class:`ServingPlan` is what a worker serves: the members (in execution order), the :class:`Combiner` that
+turns their logits into one calibrated probability, the budget and the latency the plan was predicted to
+have. :class:`WindowScorer` holds the plan in force (a re-plan swaps it between batches) and scores a batch
+of windows: the quality gate and features per window, then each member once on all the windows it can read
+(one call per member per batch: windows due together are batched across beds). Each window may carry a
+deadline: before a member runs, its predicted time for the batch (its latency profile, times the slowdown
+measured so far) is checked against each window's deadline; windows that would miss it skip that member
+and their score is combined from the members that ran, marked partial, the skipped members named. The
+first member able to read a window always runs for it, so a window late already still gets a score.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol, runtime_checkable
 
 import numpy as np
 
 import features
+from ensemble.combine import Combiner
 from ensemble.errors import EnsembleError
+from ensemble.latency import LatencyModel
 from models.card import InputContract
 from models.zoo import ModelBatch, ServedModel, make_batch
 from models.zoo.select import best_single
 
-__all__ = ["LegacyRRModel", "Verdict", "WindowModel", "WindowScorer", "select_served"]
+__all__ = ["LegacyRRModel", "ServingPlan", "Verdict", "WindowModel", "WindowScorer", "select_served"]
 
 
 @runtime_checkable
@@ -37,6 +52,26 @@ class LegacyRRModel(Protocol):
     def predict(self, rr_vectors: np.ndarray) -> np.ndarray: ...
 
 
+_P_CLIP = 1e-7
+
+
+def _model_id(model: WindowModel) -> str:
+    return getattr(model, "model_id", None) or f"{model.name}@{model.version}"
+
+
+def _member_logits(model: WindowModel, batch: ModelBatch) -> np.ndarray:
+    """Uncalibrated logits where the model has them, else ``logit(p)`` of its probabilities (temperature 1)."""
+    logits = getattr(model, "logits", None)
+    if callable(logits):
+        return np.asarray(logits(batch), dtype=np.float64)
+    p = np.clip(np.asarray(model.predict(batch), dtype=np.float64), _P_CLIP, 1.0 - _P_CLIP)
+    return np.log(p) - np.log1p(-p)
+
+
+def _member_temperature(model: WindowModel) -> float:
+    return float(getattr(model, "temperature", 1.0)) if callable(getattr(model, "logits", None)) else 1.0
+
+
 class _LegacyAdapter:
     """Serves a :class:`LegacyRRModel` through the ``predict(ModelBatch)`` call."""
 
@@ -53,7 +88,7 @@ class _LegacyAdapter:
 
 @dataclass(frozen=True, slots=True)
 class Verdict:
-    """The outcome for one window."""
+    """The outcome for one window; ``models`` ran for it, ``skipped`` would have but had no time."""
 
     state: Literal["ok", "unscorable"]
     risk: float | None
@@ -61,10 +96,50 @@ class Verdict:
     quality: float | None
     heart_rate_bpm: float | None
     models: tuple[str, ...]
+    skipped: tuple[str, ...] = ()
+
+    @property
+    def partial(self) -> bool:
+        return bool(self.skipped)
+
+
+@dataclass(frozen=True, slots=True)
+class ServingPlan:
+    """An ensemble in force: members in execution order, their combiner, and what was predicted for it.
+
+    ``fallback`` models serve windows that no member can read (a bed with one lead when every member
+    needs two); they are not part of the combined score otherwise.
+    """
+
+    members: tuple[WindowModel, ...]
+    combiner: Combiner
+    plan_id: int = 0
+    budget_ms: float = math.inf
+    predicted_p50_ms: float = math.nan
+    predicted_p99_ms: float = math.nan
+    objective: float = math.nan
+    reason: str = "start"
+    fallback: tuple[WindowModel, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.members:
+            raise EnsembleError("a plan needs at least one member")
+        if tuple(self.combiner.members) != self.member_ids:
+            raise EnsembleError(f"combiner members {self.combiner.members} are not the plan's {self.member_ids}")
+
+    @property
+    def member_ids(self) -> tuple[str, ...]:
+        return tuple(_model_id(m) for m in self.members)
+
+    @classmethod
+    def of(cls, models: Sequence[WindowModel], **fields: object) -> ServingPlan:
+        """A plan of ``models`` combined with their own temperatures and an ensemble temperature of 1."""
+        combiner = Combiner(tuple(_model_id(m) for m in models), tuple(_member_temperature(m) for m in models))
+        return cls(tuple(models), combiner, **fields)  # type: ignore[arg-type]
 
 
 def select_served(models: Sequence[ServedModel], window_s: float, leads: int = 2) -> list[ServedModel]:
-    """The models a worker serves: the best for ``leads``-lead windows, then the best one-lead fallback.
+    """The single-model plan: the best for ``leads``-lead windows, then the best one-lead fallback.
 
     Both are :func:`models.zoo.select.best_single`: the best mean validation ROC-AUC (over the data sets
     each model is measured on) among models whose window is at most ``window_s`` seconds (a shorter model
@@ -80,47 +155,90 @@ def select_served(models: Sequence[ServedModel], window_s: float, leads: int = 2
     return chosen
 
 
+#: Called after every member call: (model id, batch size, seconds).
+TimingHook = Callable[[str, int, float], None]
+
+
 class WindowScorer:
-    """Scores windows with the served model(s); windows that fail the quality gate come out ``unscorable``.
+    """Scores windows with the plan in force; windows that fail the quality gate come out ``unscorable``.
 
     Parameters
     ----------
-    model : WindowModel or sequence of WindowModel
-        The served model, or models in order of preference: each window goes to the first whose contract
-        it satisfies (enough leads and samples). A pre-zoo RR scorer is accepted too.
+    plan : ServingPlan, WindowModel, LegacyRRModel or sequence of WindowModel
+        The plan, or a model, or models in order of preference (the first is the plan's only member, the
+        others its fallbacks: each window goes to the first whose contract it satisfies).
+    latency : LatencyModel, optional
+        Predicts each member's time per batch for deadline checks; without it deadlines are not checked.
+    on_timing : callable, optional
+        Told every member call's batch size and duration (the worker's slowdown estimate).
     """
 
-    def __init__(self, model: WindowModel | LegacyRRModel | Sequence[WindowModel]) -> None:
-        candidates = list(model) if isinstance(model, Sequence) else [model]
-        if not candidates:
-            raise EnsembleError("WindowScorer needs at least one model")
-        self.models: list[WindowModel] = [
-            m if isinstance(m, WindowModel) else _LegacyAdapter(m)  # type: ignore[arg-type]
-            for m in candidates
-        ]
-        self.model = self.models[0]
-        self.model_ids = (f"{self.model.name}@{self.model.version}",)
+    def __init__(
+        self,
+        plan: ServingPlan | WindowModel | LegacyRRModel | Sequence[WindowModel],
+        latency: LatencyModel | None = None,
+        on_timing: TimingHook | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if not isinstance(plan, ServingPlan):
+            candidates = list(plan) if isinstance(plan, Sequence) else [plan]
+            if not candidates:
+                raise EnsembleError("WindowScorer needs at least one model")
+            models: list[WindowModel] = [
+                m if isinstance(m, WindowModel) else _LegacyAdapter(m)  # type: ignore[arg-type]
+                for m in candidates
+            ]
+            plan = ServingPlan.of(models[:1], fallback=tuple(models[1:]))
+        self.plan = plan
+        self.latency = latency
+        self.on_timing = on_timing
+        self.clock = clock
 
     @classmethod
     def from_zoo(cls, models: Sequence[ServedModel], window_s: float = 10.0, leads: int = 2) -> WindowScorer:
         """Serve the best zoo model for the worker's window (and a one-lead fallback): :func:`select_served`."""
         return cls(select_served(models, window_s, leads))
 
-    def _route(self, signal: np.ndarray, sample_rate_hz: float) -> int | None:
-        for i, m in enumerate(self.models):
-            c = m.contract
-            if signal.shape[0] >= c.leads and signal.shape[1] / sample_rate_hz >= c.window_s - 1e-9:
-                return i
-        return None
+    @property
+    def models(self) -> list[WindowModel]:
+        """Members, then fallbacks."""
+        return [*self.plan.members, *self.plan.fallback]
 
-    def score(self, signals: Sequence[np.ndarray], sample_rate_hz: float) -> list[Verdict]:
+    @property
+    def model(self) -> WindowModel:
+        return self.plan.members[0]
+
+    @property
+    def model_ids(self) -> tuple[str, ...]:
+        return self.plan.member_ids
+
+    @staticmethod
+    def _reads(model: WindowModel, signal: np.ndarray, sample_rate_hz: float) -> bool:
+        c = model.contract
+        return signal.shape[0] >= c.leads and signal.shape[1] / sample_rate_hz >= c.window_s - 1e-9
+
+    def score(
+        self,
+        signals: Sequence[np.ndarray],
+        sample_rate_hz: float,
+        deadlines_s: Sequence[float] | None = None,
+    ) -> list[Verdict]:
         """Score ``(n_leads, n)`` millivolt windows; NaN samples mark a gap and make a window unscorable.
 
-        Scorable windows are batched: one ``predict`` call per served model (and window shape) in use.
+        Parameters
+        ----------
+        signals : sequence of numpy.ndarray
+            The windows.
+        sample_rate_hz : float
+            Their sample rate.
+        deadlines_s : sequence of float, optional
+            Per window, the wall-clock time (``clock()``, Unix s) by which its score must be out; members
+            predicted to finish later skip that window (see the module docstring). None: no deadlines.
         """
+        plan = self.plan  # one plan per batch even if a re-plan swaps it meanwhile
         verdicts: list[Verdict | None] = [None] * len(signals)
-        groups: dict[tuple[int, tuple[int, ...]], list[int]] = {}
         extracted: dict[int, features.WindowFeatures] = {}
+        scorable: list[int] = []
         for i, signal in enumerate(signals):
             missing = int(np.isnan(signal[0]).sum())
             if missing:
@@ -135,26 +253,77 @@ class WindowScorer:
                     "unscorable", None, feats.quality.reason, feats.quality.sqi, feats.heart_rate_bpm, ()
                 )
                 continue
-            route = self._route(signal, sample_rate_hz)
-            if route is None:
-                c = self.models[-1].contract  # the least demanding model served
-                verdicts[i] = Verdict(
-                    "unscorable",
-                    None,
-                    f"contract: needs {c.leads} lead(s) and {c.window_s:g} s",
-                    feats.quality.sqi,
-                    feats.heart_rate_bpm,
-                    (),
-                )
+            scorable.append(i)
+        members = plan.members
+        n_members = len(members)
+        logits = np.full((len(signals), n_members), np.nan)
+        reads = np.zeros((len(signals), n_members), dtype=bool)
+        for i in scorable:
+            for j, m in enumerate(members):
+                reads[i, j] = self._reads(m, signals[i], sample_rate_hz)
+        ran = np.zeros_like(reads)
+        fallback_of: dict[int, int] = {}
+        for i in scorable:
+            if not reads[i].any():
+                k = next((k for k, m in enumerate(plan.fallback) if self._reads(m, signals[i], sample_rate_hz)), None)
+                if k is None:
+                    c = (plan.fallback or members)[-1].contract  # the least demanding model served
+                    feats = extracted[i]
+                    verdicts[i] = Verdict("unscorable", None, f"contract: needs {c.leads} lead(s) and {c.window_s:g} s",
+                                          feats.quality.sqi, feats.heart_rate_bpm, ())
+                else:
+                    fallback_of[i] = k
+        deadlines = np.full(len(signals), np.inf) if deadlines_s is None else np.asarray(deadlines_s, dtype=float)
+        for j, model in enumerate(members):
+            want = [i for i in scorable if reads[i, j]]
+            if not want:
                 continue
-            groups.setdefault((route, np.shape(signal)), []).append(i)
-        for (route, _), members in groups.items():
-            model = self.models[route]
-            rr = np.stack([extracted[i].rr_vector for i in members]).astype(np.float32)
-            batch = make_batch([signals[i] for i in members], sample_rate_hz, rr)
-            risks = model.predict(batch)
-            ids = (f"{model.name}@{model.version}",)
-            for i, risk in zip(members, risks, strict=True):
+            if self.latency is not None and deadlines_s is not None:
+                mid = _model_id(model)
+                finish = self.clock() + self._predicted_s(mid, len(want))
+                # a window whose first readable member is this one always runs it
+                want = [i for i in want if finish <= deadlines[i] or not ran[i].any()]
+            self._run(model, j, want, signals, sample_rate_hz, extracted, logits)
+            ran[want, j] = True
+        for k, model in enumerate(plan.fallback):
+            want = [i for i, kk in fallback_of.items() if kk == k]
+            if want:
+                column = np.full((len(signals), 1), np.nan)
+                self._run(model, 0, want, signals, sample_rate_hz, extracted, column)
+                combiner = Combiner((_model_id(model),), (_member_temperature(model),))
+                risks = combiner.combine(column[want], np.ones((len(want), 1), dtype=bool))
+                for i, risk in zip(want, risks, strict=True):
+                    feats = extracted[i]
+                    verdicts[i] = Verdict("ok", float(risk), None, feats.quality.sqi, feats.heart_rate_bpm,
+                                          (_model_id(model),))
+        rows = [i for i in scorable if ran[i].any()]
+        if rows:
+            risks = plan.combiner.combine(logits[rows], ran[rows])
+            ids = plan.member_ids
+            for i, risk in zip(rows, risks, strict=True):
                 feats = extracted[i]
-                verdicts[i] = Verdict("ok", float(risk), None, feats.quality.sqi, feats.heart_rate_bpm, ids)
+                used = tuple(ids[j] for j in range(n_members) if ran[i, j])
+                skipped = tuple(ids[j] for j in range(n_members) if reads[i, j] and not ran[i, j])
+                verdicts[i] = Verdict("ok", float(risk), None, feats.quality.sqi, feats.heart_rate_bpm, used, skipped)
         return [v for v in verdicts if v is not None]
+
+    def _predicted_s(self, model_id: str, batch: int) -> float:
+        assert self.latency is not None
+        try:
+            return self.latency.models_ms([model_id], batch) / 1000.0
+        except EnsembleError:
+            return 0.0  # no profile: assume it fits (the registry profiles every registered model)
+
+    def _run(self, model: WindowModel, column: int, rows: list[int], signals: Sequence[np.ndarray],
+             sample_rate_hz: float, extracted: dict[int, features.WindowFeatures], out: np.ndarray) -> None:
+        """One call of ``model`` on ``rows`` (grouped by window shape), logits into ``out[:, column]``."""
+        by_shape: dict[tuple[int, ...], list[int]] = {}
+        for i in rows:
+            by_shape.setdefault(np.shape(signals[i]), []).append(i)
+        for group in by_shape.values():
+            rr = np.stack([extracted[i].rr_vector for i in group]).astype(np.float32)
+            batch = make_batch([signals[i] for i in group], sample_rate_hz, rr)
+            start = time.perf_counter()
+            out[group, column] = _member_logits(model, batch)
+            if self.on_timing is not None:
+                self.on_timing(_model_id(model), len(group), time.perf_counter() - start)

@@ -2,6 +2,16 @@
 
 End-to-end latency of a window = the moment its score reaches the WebSocket client minus the acquisition time
 of the window's last sample (the simulator's clock, which is the wall clock at speed 1).
+
+Modes (``--mode``, the worker's ``HOLMES_EXEC_MODE``): ``batched`` (windows due together are batched across
+beds), ``per-request`` (one window per executor call, so every model runs at batch size 1: HOLMES's one
+request per patient per model, through the same executor, nothing else changed) and ``offline`` (windows are
+scored in periodic batch jobs). All three serve the ensemble the selector picks for the benchmark's load at
+start (``HOLMES_PLAN_BEDS``); only ``batched`` re-plans. ``--compare`` runs the three back to back.
+
+Next to the measured latency the result carries the latency model's prediction for the ensemble in force at
+the end of the run and the measured load (``predicted_ms``), and the executor's capacity: windows per second
+of executor thread time (``capacity_windows_per_s``), the throughput one worker could sustain.
 """
 
 from __future__ import annotations
@@ -41,6 +51,13 @@ class BenchOptions:
     deadline_ms: float = 1000.0
     drain_s: float = 20.0
     json_path: Path | None = None
+    mode: str = "batched"
+    aligned: bool = False
+    offline_period_s: float = 30.0
+
+    @property
+    def stagger_ticks(self) -> int:
+        return 1 if self.aligned else max(1, round(self.hop_s / self.chunk_s))
 
 
 class ScoreListener:
@@ -49,6 +66,9 @@ class ScoreListener:
     def __init__(self, url: str) -> None:
         self.url = url
         self.arrivals: dict[tuple[str, float], float] = {}
+        #: per window, seconds: acquisition -> worker published -> api received -> api broadcast -> this client
+        self.stages: dict[tuple[str, float], tuple[float, float, float, float]] = {}
+        self.extras: dict[tuple[str, float], dict[str, Any]] = {}
         self.states: dict[str, int] = {}
         self.connected = threading.Event()
         self._stop = threading.Event()
@@ -83,7 +103,13 @@ class ScoreListener:
                     score = msg["score"]
                     key = (score["bed_id"], round(float(score["window_end_s"]), 3))
                     if key not in self.arrivals:
-                        self.arrivals[key] = now - float(score["window_end_s"])
+                        end, scored = float(score["window_end_s"]), float(score.get("scored_at_s") or 0.0)
+                        sent = float(msg.get("sent_at_s") or now)
+                        received = float(score.get("received_at_s") or sent)
+                        self.arrivals[key] = now - end
+                        if scored > 0:
+                            self.stages[key] = (scored - end, received - scored, sent - received, now - sent)
+                        self.extras[key] = {"models": score.get("models") or [], **(score.get("extra") or {})}
                         self.states[score["state"]] = self.states.get(score["state"], 0) + 1
         except Exception as exc:  # reported by start() or the summary
             self.error = exc
@@ -97,6 +123,7 @@ class ResourceSampler:
         self.root = psutil.Process()
         self.peak_rss_mb = 0.0
         self._cpu: dict[int, float] = {}
+        self._names: dict[int, str] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="bench-psutil", daemon=True)
 
@@ -112,9 +139,19 @@ class ResourceSampler:
                     rss += proc.memory_info().rss
                     t = proc.cpu_times()
                     self._cpu[proc.pid] = t.user + t.system
+                    if proc.pid not in self._names:
+                        self._names[proc.pid] = _process_role(proc.cmdline())
             except psutil.Error:
                 continue
         self.peak_rss_mb = max(self.peak_rss_mb, rss / 2**20)
+
+    def cpu_by_name(self) -> dict[str, float]:
+        """CPU seconds by role (bench, broker, worker, api, simulator)."""
+        out: dict[str, float] = {}
+        for pid, cpu in self._cpu.items():
+            name = self._names.get(pid, "other")
+            out[name] = round(out.get(name, 0.0) + cpu, 1)
+        return out
 
     @property
     def cpu_seconds(self) -> float:
@@ -128,6 +165,15 @@ class ResourceSampler:
         self.sample()
         self._stop.set()
         self._thread.join(5)
+
+
+def _process_role(cmdline: list[str]) -> str:
+    for role in ("worker", "api", "simulate", "bench"):
+        if role in cmdline[1:4] or (len(cmdline) > 3 and cmdline[3] == role):
+            return "simulator" if role == "simulate" else role
+    if any("tansu" in part for part in cmdline[:1]):
+        return "broker"
+    return "bench" if any(part.endswith("holmes") for part in cmdline[:2]) else "other"
 
 
 def machine_description() -> str:
@@ -146,11 +192,15 @@ def run_bench(settings: Settings, options: BenchOptions) -> dict[str, Any]:
     api_port = free_port()
     env = {"HOLMES_TOPIC_PREFIX": prefix, "HOLMES_HOP_S": str(options.hop_s),
            "HOLMES_WINDOW_S": str(options.window_s), "HOLMES_DATABASE_URL": f"sqlite:///{run_dir / 'bench.db'}",
-           "HOLMES_LOG_LEVEL": "warning"}
+           "HOLMES_LOG_LEVEL": "warning", "HOLMES_EXEC_MODE": options.mode,
+           "HOLMES_BUDGET_MS": str(options.deadline_ms), "HOLMES_PLAN_BEDS": str(options.beds),
+           "HOLMES_PLAN_PHASES": str(options.stagger_ticks),
+           "HOLMES_OFFLINE_PERIOD_S": str(options.offline_period_s)}
     expected = options.beds * windows_expected(options.duration_s, options.window_s, options.hop_s)
     sampler = ResourceSampler().start()
-    print(f"bench: {options.beds} beds x {options.duration_s:.0f} s, hop {options.hop_s} s, "
-          f"window {options.window_s} s -> {expected} windows expected; logs in {run_dir}", flush=True)
+    print(f"bench: {options.mode}, {options.beds} beds x {options.duration_s:.0f} s, hop {options.hop_s} s, "
+          f"window {options.window_s} s, {'aligned' if options.aligned else 'spread'} -> {expected} windows "
+          f"expected; logs in {run_dir}", flush=True)
     with Stack(settings, run_dir, api_port=api_port, env=env, embedded=True) as stack:
         stack.start()
         listener = ScoreListener(f"ws://127.0.0.1:{api_port}/ws/scores").start()
@@ -158,6 +208,7 @@ def run_bench(settings: Settings, options: BenchOptions) -> dict[str, Any]:
         sim = stack.spawn("simulator", [
             "simulate", "--beds", str(options.beds), "--duration", str(options.duration_s),
             "--source", options.source, "--chunk-s", str(options.chunk_s), "--quiet",
+            "--stagger", str(options.stagger_ticks),
         ])
         with tqdm(total=expected, desc="windows scored", unit="win", mininterval=1.0) as bar:
             deadline = None
@@ -177,12 +228,42 @@ def run_bench(settings: Settings, options: BenchOptions) -> dict[str, Any]:
         sampler.stop()
         listener.stop()
     result = summarise(options, expected, listener, sampler, t_end - t_start)
+    result.update(worker_figures(options, run_dir / "worker" / "stats.json"))
     print(format_result(result))
     if options.json_path:
         options.json_path.parent.mkdir(parents=True, exist_ok=True)
         options.json_path.write_text(json.dumps(result, indent=2))
         print(f"wrote {options.json_path}")
     return result
+
+
+def worker_figures(options: BenchOptions, stats_path: Path) -> dict[str, Any]:
+    """The worker's own figures (its stats file) and the latency model's prediction for what it served."""
+    from ensemble.latency import Costs, LatencyModel, Load, measure_feature_ms
+    from models.zoo import load_zoo
+
+    try:
+        stats = json.loads(stats_path.read_text())
+    except (OSError, ValueError):
+        return {"worker": None, "predicted_ms": None}
+    executor = stats.get("executor", {})
+    members = stats.get("plan", {}).get("members", [])
+    busy = float(executor.get("busy_s") or 0.0)
+    out: dict[str, Any] = {
+        "worker": stats,
+        "ensemble": members,
+        "replans": stats.get("replans", 0),
+        "partial": stats.get("partial", 0),
+        "capacity_windows_per_s": round(executor.get("items", 0) / busy, 1) if busy > 0 else None,
+        "predicted_ms": None,
+    }
+    if members and options.mode != "offline":
+        zoo = [m for m in load_zoo() if m.model_id in members]
+        batch = 1 if options.mode == "per-request" else 256
+        model = LatencyModel.from_models(zoo, Costs(feature_ms=measure_feature_ms(), max_batch=batch))
+        load = Load(options.beds, options.hop_s, options.chunk_s, phases=options.stagger_ticks)
+        out["predicted_ms"] = model.predict(members, load).as_dict()
+    return out
 
 
 def summarise(options: BenchOptions, expected: int, listener: ScoreListener, sampler: ResourceSampler,
@@ -195,6 +276,8 @@ def summarise(options: BenchOptions, expected: int, listener: ScoreListener, sam
 
     missed = int((latencies_ms > options.deadline_ms).sum()) + max(0, expected - scored)
     return {
+        "mode": options.mode,
+        "phases": "aligned" if options.aligned else "spread",
         "beds": options.beds,
         "duration_s": options.duration_s,
         "hop_s": options.hop_s,
@@ -207,21 +290,80 @@ def summarise(options: BenchOptions, expected: int, listener: ScoreListener, sam
         "deadline_ms": options.deadline_ms,
         "deadline_miss_rate": round(missed / expected, 4) if expected else 0.0,
         "throughput_windows_per_s": round(scored / wall_s, 2) if wall_s > 0 else 0.0,
+        "stages_ms": stage_percentiles(listener.stages),
         "cpu_seconds": round(sampler.cpu_seconds, 1),
+        "cpu_seconds_by_process": sampler.cpu_by_name(),
         "peak_rss_mb": round(sampler.peak_rss_mb, 1),
         "states": listener.states,
         "machine": machine_description(),
     }
 
 
+STAGES = ("worker", "kafka_to_api", "api", "websocket")
+
+
+def stage_percentiles(stages: dict[tuple[str, float], tuple[float, ...]]) -> dict[str, dict[str, float]]:
+    """p50/p99 ms of each stage of the trip: acquisition -> worker published (``worker``: Kafka in, windowing,
+    queue, features, models) -> api received (``kafka_to_api``) -> broadcast (``api``: database write) ->
+    client (``websocket``)."""
+    if not stages:
+        return {}
+    values = np.array(list(stages.values()), dtype=float) * 1000.0
+    return {name: {"p50": round(float(np.percentile(values[:, i], 50)), 1),
+                   "p99": round(float(np.percentile(values[:, i], 99)), 1)}
+            for i, name in enumerate(STAGES)}
+
+
 def format_result(r: dict[str, Any]) -> str:
     lat = r["latency_ms"]
+    stages = ", ".join(f"{k} {v['p50']}/{v['p99']}" for k, v in r.get("stages_ms", {}).items())
+    pred = r.get("predicted_ms") or {}
+    predicted = (f"  predicted ms: p50 {pred['p50_ms']}  p99 {pred['p99_ms']} (measured/predicted p99 "
+                 f"{lat['p99'] / pred['p99_ms']:.2f})\n" if pred.get("p99_ms") and lat["p99"] else "")
     return (
-        f"\nbeds={r['beds']} duration={r['duration_s']:.0f}s hop={r['hop_s']}s window={r['window_s']}s\n"
+        f"\n{r['mode']}: beds={r['beds']} ({r['phases']}) duration={r['duration_s']:.0f}s hop={r['hop_s']}s "
+        f"window={r['window_s']}s\n"
+        f"  ensemble: {', '.join(r.get('ensemble') or []) or '?'} (re-plans {r.get('replans', 0)})\n"
         f"  windows: expected {r['windows_expected']}, scored {r['windows_scored']}, lost {r['windows_lost']} "
-        f"(states {r['states']})\n"
+        f"(states {r['states']}, partial {r.get('partial', 0)})\n"
         f"  latency ms: p50 {lat['p50']}  p95 {lat['p95']}  p99 {lat['p99']}  max {lat['max']}  "
         f"(deadline {r['deadline_ms']:.0f} ms, miss rate {r['deadline_miss_rate']:.2%})\n"
-        f"  throughput {r['throughput_windows_per_s']} windows/s, cpu {r['cpu_seconds']} s, "
-        f"peak rss {r['peak_rss_mb']} MB\n  machine: {r['machine']}"
+        f"{predicted}"
+        f"  stages ms (p50/p99): {stages}\n"
+        f"  throughput {r['throughput_windows_per_s']} windows/s, executor capacity "
+        f"{r.get('capacity_windows_per_s')} windows/s\n"
+        f"  cpu {r['cpu_seconds']} s {r.get('cpu_seconds_by_process', {})}, peak rss {r['peak_rss_mb']} MB\n"
+        f"  machine: {r['machine']}"
     )
+
+
+def run_compare(settings: Settings, options: BenchOptions) -> list[dict[str, Any]]:
+    """Batched, per-request and offline back to back on the same load; prints the ratios."""
+    from dataclasses import replace
+
+    results = [run_bench(settings, replace(options, mode=mode, json_path=None))
+               for mode in ("batched", "per-request", "offline")]
+    by_mode = {r["mode"]: r for r in results}
+    b, p, o = by_mode["batched"], by_mode["per-request"], by_mode["offline"]
+
+    def ratio(x: float | None, y: float | None) -> float | None:
+        return round(x / y, 2) if x and y else None
+
+    ratios = {
+        "capacity_batched_over_per_request": ratio(b.get("capacity_windows_per_s"), p.get("capacity_windows_per_s")),
+        "p99_per_request_over_batched": ratio(p["latency_ms"]["p99"], b["latency_ms"]["p99"]),
+        "p99_offline_over_batched": ratio(o["latency_ms"]["p99"], b["latency_ms"]["p99"]),
+        "p50_offline_over_batched": ratio(o["latency_ms"]["p50"], b["latency_ms"]["p50"]),
+    }
+    print(f"\ncompare at {options.beds} beds ({b['phases']}):")
+    print(f"  {'mode':<12} {'p50 ms':>9} {'p99 ms':>9} {'lost':>5} {'partial':>8} {'capacity win/s':>15}")
+    for r in results:
+        print(f"  {r['mode']:<12} {r['latency_ms']['p50']!s:>9} {r['latency_ms']['p99']!s:>9} "
+              f"{r['windows_lost']:>5} {r.get('partial', 0)!s:>8} {r.get('capacity_windows_per_s')!s:>15}")
+    for k, v in ratios.items():
+        print(f"  {k}: {v}")
+    if options.json_path:
+        options.json_path.parent.mkdir(parents=True, exist_ok=True)
+        options.json_path.write_text(json.dumps({"compare": ratios, "runs": results}, indent=2))
+        print(f"wrote {options.json_path}")
+    return results

@@ -63,6 +63,8 @@ def _wait_for_signal() -> None:
 
 def cmd_worker(args: argparse.Namespace) -> int:
     """Run the windowing and scoring worker."""
+    from ensemble.latency import Costs, LatencyModel, Load, measure_feature_ms
+    from ensemble.planner import Planner, PlannerConfig
     from ensemble.scoring import WindowScorer
     from ingest.worker import WorkerConfig, run_worker
     from models.zoo import load_zoo
@@ -79,8 +81,17 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
     # One inference thread: on 2 shared cores, two threads stalled 10-15 ms at small batches (models/ZOO.md).
     torch.set_num_threads(1)
-    scorer = WindowScorer.from_zoo(load_zoo(settings.model_dir), window_s=settings.window_s)
-    log.info("serving %s", ", ".join(f"{m.name}@{m.version}" for m in scorer.models))
+    zoo = load_zoo(settings.model_dir)
+    batch = 1 if settings.exec_mode == "per-request" else settings.max_batch
+    latency = LatencyModel.from_models(zoo, Costs(feature_ms=measure_feature_ms(), max_batch=batch))
+    planner = Planner(zoo, latency, PlannerConfig(
+        budget_ms=settings.budget_ms, window_s=settings.window_s, hop_s=settings.hop_s,
+        max_members=settings.max_members,
+    ))
+    plan = planner.start(Load(settings.plan_beds, settings.hop_s, phases=settings.plan_phases))
+    scorer = WindowScorer(plan, latency=latency)
+    log.info("serving %s (%s); fallback %s", ", ".join(plan.member_ids), plan.reason,
+             ", ".join(m.model_id for m in plan.fallback) or "none")
     config = WorkerConfig(
         kafka_bootstrap=settings.kafka_bootstrap,
         topics=settings.topics(),
@@ -92,8 +103,13 @@ def cmd_worker(args: argparse.Namespace) -> int:
         fetch_max_wait_ms=settings.fetch_max_wait_ms,
         ready_file=Path(args.ready_file) if args.ready_file else None,
         datadir=settings.state_dir / "worker",
+        budget_ms=settings.budget_ms,
+        exec_mode=settings.exec_mode,
+        offline_period_s=settings.offline_period_s,
+        max_batch=settings.max_batch,
+        replan_interval_s=settings.replan_interval_s,
     )
-    run_worker(config, scorer, loglevel=settings.log_level)
+    run_worker(config, scorer, loglevel=settings.log_level, planner=planner)
     return 0
 
 
@@ -114,6 +130,7 @@ def cmd_api(args: argparse.Namespace) -> int:
             kafka_bootstrap=settings.kafka_bootstrap,
             scores_topic=settings.topics().scores.name,
             deadletter_topic=settings.topics().deadletter.name,
+            plans_topic=settings.topics().plans.name,
             consumer_group=f"{settings.topic_prefix}-api",
             fetch_max_wait_ms=settings.api_fetch_max_wait_ms,
             env=settings.env,
@@ -154,6 +171,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     config = SimulatorConfig(
         n_beds=args.beds, duration_s=args.duration, source=args.source, chunk_s=args.chunk_s,
         speed=args.speed, seed=args.seed, data_dir=settings.data_dir, events=events,
+        stagger_ticks=args.stagger,
     )
     producer = make_producer(settings.kafka_bootstrap)
     try:
@@ -176,13 +194,17 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     """Run the whole system embedded against N simulated beds and write the benchmark JSON."""
-    from holmes.bench import BenchOptions, run_bench
+    from holmes.bench import BenchOptions, run_bench, run_compare
 
     options = BenchOptions(
         beds=args.beds, duration_s=args.duration, hop_s=args.hop, window_s=args.window,
         source=args.source, chunk_s=args.chunk_s, deadline_ms=args.deadline_ms,
-        json_path=Path(args.json) if args.json else None,
+        json_path=Path(args.json) if args.json else None, mode=args.mode, aligned=args.aligned,
+        offline_period_s=args.offline_period,
     )
+    if args.compare:
+        results = run_compare(Settings(), options)
+        return 0 if all(r["windows_lost"] == 0 for r in results) else 1
     result = run_bench(Settings(), options)
     return 0 if result["windows_lost"] == 0 else 1
 
@@ -255,6 +277,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="inject KIND@BED:START+DURATION, KIND one of lead-off, noise, drop, duplicate, "
                         "reorder, af (e.g. lead-off@bed-003:20+10); repeatable")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--stagger", type=int, default=1, metavar="TICKS",
+                   help="bed i starts i %% TICKS chunks late, so beds' windows fall due in different ticks "
+                        "(hop/chunk = spread evenly; 1 = all in step)")
     p.set_defaults(fn=cmd_simulate)
 
     p = sub.add_parser("bench", help="end-to-end benchmark: beds -> broker -> worker -> API -> WebSocket")
@@ -264,8 +289,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--window", type=float, default=10.0)
     p.add_argument("--source", choices=["mitdb", "cinc2017", "synthetic"], default="mitdb")
     p.add_argument("--chunk-s", type=float, default=1.0)
-    p.add_argument("--deadline-ms", type=float, default=1000.0, help="end-to-end budget a window must meet")
-    p.add_argument("--json", default=None, help="write the result here")
+    p.add_argument("--deadline-ms", type=float, default=1000.0,
+                   help="end-to-end budget a window must meet (the worker's HOLMES_BUDGET_MS)")
+    p.add_argument("--mode", choices=["batched", "per-request", "offline"], default="batched",
+                   help="batched across beds (default); one window per model call (HOLMES); periodic batch jobs")
+    p.add_argument("--compare", action="store_true",
+                   help="run batched, per-request and offline back to back and print the ratios")
+    p.add_argument("--aligned", action="store_true",
+                   help="every bed's windows fall due in the same tick (worst case); default: beds spread "
+                        "over the hop, as monitors switched on at different moments are")
+    p.add_argument("--offline-period", type=float, default=30.0, help="offline mode: seconds between batch jobs")
+    p.add_argument("--json", default=None, help="write the result here (--compare: one file, all modes)")
     p.set_defaults(fn=cmd_bench)
 
     p = sub.add_parser("train", help="rebuild the model zoo from the shared data (reproducible from --seed)")
@@ -283,9 +317,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--png", default=None, help="default: the JSON path with .png")
     p.set_defaults(fn=cmd_evaluate)
 
+    from holmes.cli_ensemble import add_ensemble_commands
     from holmes.cli_models import add_models_commands
 
     add_models_commands(sub)
+    add_ensemble_commands(sub)
     return parser
 
 

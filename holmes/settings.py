@@ -39,6 +39,17 @@ class WorkerSettings(CommonSettings):
     fetch_max_wait_ms: int = Field(default=10, ge=0, le=1500)
     max_reorder_chunks: int = Field(default=2, ge=0, le=16)
     model_dir: Path | None = Field(default=None, description="model artifacts; unset = the packaged ones")
+    budget_ms: float = Field(default=1000.0, gt=0, le=60_000, description="end-to-end p99 budget of a score")
+    exec_mode: Literal["batched", "per-request", "offline"] = Field(
+        default="batched", description="batched across beds; one window per call (HOLMES); periodic batch jobs"
+    )
+    offline_period_s: float = Field(default=30.0, gt=0, le=3600, description="period of the offline batch jobs")
+    max_batch: int = Field(default=256, ge=1, le=4096, description="most windows per executor call")
+    max_members: int = Field(default=6, ge=1, le=16, description="largest ensemble the selector may choose")
+    plan_beds: int = Field(default=64, ge=1, description="beds assumed by the first plan, before any is seen")
+    plan_phases: int = Field(default=1, ge=1, le=3600,
+                             description="ticks per hop the first plan assumes windows fall due in (1 = all at once)")
+    replan_interval_s: float = Field(default=1.0, gt=0, le=60, description="how often the load is re-examined")
 
 
 class ApiSettings(CommonSettings):

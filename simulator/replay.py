@@ -42,6 +42,10 @@ class SimulatorConfig:
     bed_id_prefix: str = "bed-"
     start_time_s: float | None = None
     synthetic_af_fraction: float = 0.0
+    #: Bed ``i`` starts ``i % stagger_ticks`` chunks late (and ends as late), so its windows fall due in its
+    #: own tick of the hop, as monitors switched on at different moments do. 1 = every bed in step (the
+    #: worst case for the worker: all windows due at once).
+    stagger_ticks: int = 1
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "events", tuple(self.events))
@@ -64,6 +68,8 @@ class SimulatorConfig:
             raise ConfigError(f"seed must be a whole number >= 0, got {self.seed!r}")
         if self.start_time_s is not None and (not _finite(self.start_time_s) or self.start_time_s < 0):
             raise ConfigError(f"start_time_s must be a Unix time >= 0, got {self.start_time_s!r}")
+        if not isinstance(self.stagger_ticks, int) or not 1 <= self.stagger_ticks <= 3600:
+            raise ConfigError(f"stagger_ticks must be a whole number in [1, 3600], got {self.stagger_ticks!r}")
         if not _finite(self.synthetic_af_fraction) or not 0 <= self.synthetic_af_fraction <= 1:
             raise ConfigError(f"synthetic_af_fraction must be in [0, 1], got {self.synthetic_af_fraction!r}")
         for bed in (self.bed_id(1), self.bed_id(self.n_beds)):
@@ -193,13 +199,17 @@ class Simulator:
             if wire:
                 self._wire[bed] = WireEffects(wire, fs)
         self.edges = chunk_edges(config.duration_s, config.chunk_s, fs)
+        self.offsets = [i % config.stagger_ticks for i in range(config.n_beds)]
+        late = max(self.offsets)
+        #: edges of the ticks (chunk ``c`` of a bed that starts ``o`` ticks late goes out at tick ``o + c``)
+        self.tick_edges = chunk_edges(config.duration_s + late * config.chunk_s, config.chunk_s, fs)
         self._next_seq = 0
         self._prepared = False
         self.start_time_s: float | None = config.start_time_s
 
     @property
     def n_ticks(self) -> int:
-        return len(self.edges) - 1
+        return len(self.tick_edges) - 1
 
     def prepare(self) -> None:
         """Load every bed's first block (disk reads, resampling) before the clock starts."""
@@ -218,13 +228,16 @@ class Simulator:
         if self.start_time_s is None:
             self.start_time_s = self._clock()
         fs = self.config.sample_rate_hz
-        lo, hi = self.edges[seq], self.edges[seq + 1]
-        n = hi - lo
-        t0_s = self.start_time_s + lo / fs
+        t0_s = self.start_time_s + self.tick_edges[seq] / fs
         wire = self._wire
         out: list[tuple[str, bytes]] = []
-        for bed, src in zip(self.bed_ids, self.sources, strict=True):
-            chunk = WaveformChunk(bed, seq, t0_s, fs, src.leads, src.read(n), src.gain)
+        n_chunks = len(self.edges) - 1
+        for bed, src, offset in zip(self.bed_ids, self.sources, self.offsets, strict=True):
+            c = seq - offset
+            if not 0 <= c < n_chunks:
+                continue
+            lo, hi = self.edges[c], self.edges[c + 1]
+            chunk = WaveformChunk(bed, c, t0_s, fs, src.leads, src.read(hi - lo), src.gain)
             payload = encode_chunk(chunk)
             effects = wire.get(bed)
             if effects is None:
@@ -251,7 +264,8 @@ class Simulator:
         late = 0
         build_total = build_max = 0.0
         send, clock, sleep = self._send, self._clock, self._sleep
-        with tqdm(total=cfg.duration_s, unit="s", desc="simulate", disable=not progress, mininterval=0.5) as bar:
+        run_s = self.tick_edges[-1] / fs
+        with tqdm(total=run_s, unit="s", desc="simulate", disable=not progress, mininterval=0.5) as bar:
             for seq in range(self._next_seq, self.n_ticks):
                 b0 = time.perf_counter()
                 batch = self.build_tick(seq)
@@ -260,7 +274,7 @@ class Simulator:
                 took = time.perf_counter() - b0
                 build_total += took
                 build_max = max(build_max, took)
-                due = real_start + self.edges[seq + 1] / fs / cfg.speed
+                due = real_start + self.tick_edges[seq + 1] / fs / cfg.speed
                 now = clock()
                 if now < due:
                     sleep(due - now)
@@ -271,7 +285,7 @@ class Simulator:
                 for bed, payload in batch:
                     send(bed, payload)
                     sent[bed] += 1
-                bar.update((self.edges[seq + 1] - self.edges[seq]) / fs)
+                bar.update((self.tick_edges[seq + 1] - self.tick_edges[seq]) / fs)
         wire = self._wire.values()
         return SimulatorStats(
             chunks_sent=sent,

@@ -1,0 +1,267 @@
+"""Predicted end-to-end latency of an ensemble under a load, from per-model batch profiles.
+
+What is modelled is what the worker does (``ingest.worker`` + :class:`ensemble.executor.BatchExecutor`):
+
+* every ``chunk_s`` each bed sends one chunk; the event loop decodes and windows them one after another
+  (``chunk_ms`` each), so the windows that fall due in that tick reach the executor spread over the time it
+  takes to work through the tick's chunks (those beds' chunks are spread evenly through it);
+* the executor is greedy: when idle, it takes everything queued (at most ``max_batch``) and runs one batch:
+  feature extraction and the quality gate per window (``feature_ms``), then every member once on the whole
+  batch (the member's measured profile ``ms(batch)``, interpolated between profiled batch sizes), plus a
+  fixed ``batch_overhead_ms``;
+* the event loop then publishes the batch's scores one by one (``deliver_ms`` each);
+* a fixed ``transport_ms`` covers what does not depend on the load: the chunk's trip through the broker to
+  the worker, the score's trip to the API and on to the WebSocket client.
+
+A window's latency is counted from the acquisition of its last sample (the tick time) to its score at the
+dashboard, as ``holmes bench`` measures it. Beds' windows fall due ``phases`` ticks apart per hop
+(1 = every bed at the same tick, the worst case; ``hop_s / chunk_s`` = spread evenly, as monitors that were
+switched on at different moments are). Ticks are simulated batch by batch (not window by window), for
+``2 * (hop_s / chunk_s)`` ticks so a backlog that one tick leaves to the next is counted; a load the
+executor cannot keep up with (busy time per hop above the hop) is reported as unstable, with infinite p99.
+
+The costs are measured, not guessed: model profiles come from the registry (``card.latency_ms``, measured on
+the serving device), ``feature_ms`` is timed at worker start on a real-shaped window
+(:func:`measure_feature_ms`), and the worker keeps comparing measured batch times with predicted ones
+(``slowdown``), which re-planning uses.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from ensemble.errors import EnsembleError
+
+__all__ = ["BatchProfile", "Costs", "LatencyModel", "LatencyPrediction", "Load", "measure_feature_ms"]
+
+
+@dataclass(frozen=True, slots=True)
+class Load:
+    """The load a worker serves.
+
+    Attributes
+    ----------
+    beds : int
+        Beds streaming to this worker.
+    hop_s : float
+        Seconds between two windows of one bed.
+    chunk_s : float
+        Seconds of signal per chunk (one chunk per bed per tick).
+    phases : int
+        Distinct ticks per hop at which beds' windows fall due: 1 = all at once (worst case),
+        ``hop_s / chunk_s`` = spread evenly.
+    """
+
+    beds: int
+    hop_s: float = 5.0
+    chunk_s: float = 1.0
+    phases: int = 1
+
+    def __post_init__(self) -> None:
+        if self.beds < 0 or self.hop_s <= 0 or self.chunk_s <= 0 or self.phases < 1:
+            raise EnsembleError(f"invalid load {self}")
+
+    @property
+    def windows_per_s(self) -> float:
+        return self.beds / self.hop_s
+
+    @property
+    def ticks_per_hop(self) -> int:
+        return max(1, round(self.hop_s / self.chunk_s))
+
+    def due(self, tick: int) -> int:
+        """Windows falling due at ``tick`` (ticks count from 0; ``phases`` groups take turns)."""
+        phases = min(self.phases, self.ticks_per_hop)
+        if tick % self.ticks_per_hop >= phases:
+            return 0
+        group = tick % self.ticks_per_hop
+        return self.beds // phases + (1 if group < self.beds % phases else 0)
+
+
+@dataclass(frozen=True, slots=True)
+class Costs:
+    """Per-step costs in ms (see the module docstring); the defaults were measured on the 2-core CI machine."""
+
+    feature_ms: float = 1.4
+    chunk_ms: float = 0.12
+    deliver_ms: float = 0.08
+    batch_overhead_ms: float = 0.3
+    transport_ms: float = 45.0
+    max_batch: int = 256
+
+    def __post_init__(self) -> None:
+        values = (self.feature_ms, self.chunk_ms, self.deliver_ms, self.batch_overhead_ms, self.transport_ms)
+        if not all(math.isfinite(v) and v >= 0 for v in values) or self.max_batch < 1:
+            raise EnsembleError(f"invalid costs {self}")
+
+
+class BatchProfile:
+    """A model's ms per call as a function of batch size: piecewise linear through the profiled sizes,
+    extrapolated past the largest with its per-window cost."""
+
+    def __init__(self, points: Mapping[int, float]) -> None:
+        items = sorted((int(b), float(ms)) for b, ms in points.items())
+        if not items or any(b < 1 or not math.isfinite(ms) or ms < 0 for b, ms in items):
+            raise EnsembleError(f"a batch profile needs finite ms for batch sizes >= 1, got {dict(points)}")
+        self.sizes = np.array([b for b, _ in items], dtype=float)
+        self.ms = np.array([ms for _, ms in items], dtype=float)
+
+    @classmethod
+    def from_card(cls, latency_ms: Mapping[int | str, float]) -> BatchProfile:
+        return cls({int(b): float(ms) for b, ms in latency_ms.items()})
+
+    def __call__(self, batch: int) -> float:
+        if batch <= 0:
+            return 0.0
+        if batch <= self.sizes[0]:
+            return float(self.ms[0])
+        if batch >= self.sizes[-1]:
+            per_window = self.ms[-1] / self.sizes[-1]
+            return float(self.ms[-1] + (batch - self.sizes[-1]) * per_window)
+        return float(np.interp(batch, self.sizes, self.ms))
+
+
+@dataclass(frozen=True, slots=True)
+class LatencyPrediction:
+    """Predicted end-to-end latency (ms) of one ensemble at one load."""
+
+    p50_ms: float
+    p99_ms: float
+    max_ms: float
+    utilisation: float
+    batches_per_tick: float
+    stable: bool
+
+    def as_dict(self) -> dict[str, float | bool]:
+        return {
+            "p50_ms": round(self.p50_ms, 1), "p99_ms": round(self.p99_ms, 1), "max_ms": round(self.max_ms, 1),
+            "utilisation": round(self.utilisation, 3), "batches_per_tick": round(self.batches_per_tick, 2),
+            "stable": self.stable,
+        }
+
+
+_UNSTABLE = LatencyPrediction(math.inf, math.inf, math.inf, math.inf, math.inf, False)
+
+
+@dataclass(slots=True)
+class LatencyModel:
+    """Predicts p50/p99 end-to-end latency of any ensemble (see the module docstring).
+
+    Parameters
+    ----------
+    profiles : mapping of str to BatchProfile
+        Model id (``name@version``) to its batch profile.
+    costs : Costs
+        The per-window, per-chunk and fixed costs.
+    slowdown : mapping of str to float
+        Measured / profiled time per model (1 = as profiled); a model running slower than its profile
+        (a noisy neighbour, thermal throttling, a new driver) is predicted slower from then on.
+    """
+
+    profiles: dict[str, BatchProfile]
+    costs: Costs = field(default_factory=Costs)
+    slowdown: dict[str, float] = field(default_factory=dict)
+
+    @classmethod
+    def from_models(cls, models: Sequence[object], costs: Costs | None = None) -> LatencyModel:
+        """From served models (anything with ``model_id`` and ``card.latency_ms``)."""
+        profiles = {}
+        for m in models:
+            latency = getattr(getattr(m, "card", None), "latency_ms", None)
+            model_id = getattr(m, "model_id", None)
+            if not latency or not isinstance(model_id, str):
+                raise EnsembleError(f"{model_id or m!r} has no latency profile; profile it before serving")
+            profiles[model_id] = BatchProfile.from_card(latency)
+        return cls(profiles, costs or Costs())
+
+    def with_costs(self, **changes: float) -> LatencyModel:
+        return LatencyModel(self.profiles, replace(self.costs, **changes), dict(self.slowdown))
+
+    def models_ms(self, members: Sequence[str], batch: int) -> float:
+        """Inference time of one batch through every member, ms."""
+        try:
+            return sum(self.profiles[m](batch) * self.slowdown.get(m, 1.0) for m in members)
+        except KeyError as exc:
+            raise EnsembleError(f"no latency profile for {exc.args[0]}") from exc
+
+    def batch_ms(self, members: Sequence[str], batch: int) -> float:
+        """Executor time of one batch: features for every window, every member, the fixed overhead."""
+        c = self.costs
+        return c.batch_overhead_ms + batch * c.feature_ms + self.models_ms(members, batch)
+
+    def predict(self, members: Sequence[str], load: Load) -> LatencyPrediction:
+        """Predicted latency distribution of ``members`` at ``load`` (see the module docstring)."""
+        c = self.costs
+        if load.beds == 0:
+            base = c.transport_ms + self.batch_ms(members, 1) + c.deliver_ms
+            return LatencyPrediction(base, base, base, 0.0, 0.0, True)
+        tick_ms = load.chunk_s * 1000.0
+        per_hop = load.ticks_per_hop
+        busy_per_hop = sum(self._busy_for(members, load.due(t)) for t in range(per_hop))
+        utilisation = busy_per_hop / (per_hop * tick_ms)
+        if utilisation >= 1.0:
+            return replace(_UNSTABLE, utilisation=utilisation)
+        chunk_span = load.beds * c.chunk_ms  # the event loop works through every bed's chunk each tick
+        free_at = 0.0
+        latencies: list[np.ndarray] = []
+        batches = 0
+        for tick in range(2 * per_hop):
+            n = load.due(tick)
+            if n == 0:
+                continue
+            t0 = tick * tick_ms
+            # window j (0-based) reaches the queue when the event loop has decoded its chunk
+            arrivals = t0 + chunk_span * (np.arange(1, n + 1) / n)
+            i = 0
+            while i < n:
+                start = max(free_at, arrivals[i])
+                ready = int(np.searchsorted(arrivals, start, side="right"))
+                b = max(1, min(ready - i, c.max_batch))
+                done = start + self.batch_ms(members, b)
+                publish = done + c.deliver_ms * np.arange(1, b + 1)
+                latencies.append(publish - t0)
+                free_at = publish[-1]
+                i += b
+                batches += 1
+        lat = np.concatenate(latencies) + c.transport_ms if latencies else np.array([c.transport_ms])
+        # the second hop is the steady state (a backlog from the first one is counted in it)
+        second = lat[len(lat) // 2:] if len(lat) > 1 else lat
+        return LatencyPrediction(
+            p50_ms=float(np.percentile(second, 50)),
+            p99_ms=float(np.percentile(second, 99)),
+            max_ms=float(second.max()),
+            utilisation=utilisation,
+            batches_per_tick=batches / (2 * per_hop),
+            stable=True,
+        )
+
+    def _busy_for(self, members: Sequence[str], n: int) -> float:
+        """Busy ms for ``n`` windows of one tick in full batches (plus the chunks of every bed)."""
+        if n == 0:
+            return 0.0
+        full, rest = divmod(n, self.costs.max_batch)
+        busy = full * self.batch_ms(members, self.costs.max_batch) + (self.batch_ms(members, rest) if rest else 0.0)
+        return busy + n * self.costs.deliver_ms
+
+
+def measure_feature_ms(repeats: int = 20, seconds: float = 10.0, leads: int = 2, fs_hz: float = 250.0) -> float:
+    """Median ms of :func:`features.extract` on an ECG-shaped window (beats every 0.8 s on noise)."""
+    import features
+
+    rng = np.random.default_rng(0)
+    n = int(seconds * fs_hz)
+    t = np.arange(n) / fs_hz
+    beat = np.exp(-0.5 * ((t % 0.8) - 0.4) ** 2 / 0.012**2)
+    window = (beat[None, :] + 0.03 * rng.standard_normal((leads, n))).astype(np.float32)
+    features.extract(window, fs_hz)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        features.extract(window, fs_hz)
+        times.append(time.perf_counter() - start)
+    return float(np.median(times) * 1000.0)

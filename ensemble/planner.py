@@ -1,0 +1,276 @@
+"""Re-planning: which ensemble to serve now, recomputed as the load changes, with hysteresis.
+
+A worker asks :meth:`Planner.observe` once a second with what it measures: beds streaming, the most windows
+that fell due in one tick (how aligned the beds are), and each model's measured time relative to its
+profile (:class:`Slowdown`). The planner keeps the plan in force unless
+
+* **it no longer fits**: its predicted p99 at the observed load is over the budget (beds joined, a burst,
+  a model running slower than profiled). Then it re-plans at once, for the observed load;
+* **a better one fits and keeps fitting**: the load has changed (beds left, a slow model recovered) and
+  the best ensemble for it beats the plan in force by at least ``min_gain`` validation ROC-AUC, and has
+  stayed the best for ``dwell_s`` seconds.
+
+Hysteresis comes from three things: a new plan is chosen for ``margin`` below the budget
+(``budget * (1 - margin)``) but only abandoned above the budget itself, so a load that wobbles around one
+boundary does not flip the plan; upgrades wait ``dwell_s``; and upgrades need ``min_gain``. Every change
+comes with its reason, and the worker logs and publishes it (``<prefix>.plans``).
+
+Selections are memoised by load (beds, phases) and rounded slowdowns, and the exact search runs in about
+a second, so the worker calls :meth:`Planner.choose` off its event loop.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
+
+from ensemble.errors import EnsembleError
+from ensemble.latency import LatencyModel, LatencyPrediction, Load
+from ensemble.scoring import ServingPlan
+from ensemble.selector import NoFeasibleEnsemble, Selection, ValidationTable, candidates, select
+
+if TYPE_CHECKING:
+    from models.zoo import ServedModel
+
+log = logging.getLogger(__name__)
+
+__all__ = ["PlannerConfig", "Planner", "Slowdown"]
+
+
+@dataclass(frozen=True, slots=True)
+class PlannerConfig:
+    """How the planner chooses (see the module docstring).
+
+    Attributes
+    ----------
+    budget_ms : float
+        End-to-end p99 budget (window acquisition to the dashboard).
+    window_s, leads : float, int
+        The stream's window and leads (which models are candidates).
+    hop_s, chunk_s : float
+        The stream's hop and chunk length (the load model).
+    margin : float
+        A new plan must predict p99 <= ``budget_ms * (1 - margin)``.
+    min_gain : float
+        Validation ROC-AUC an upgrade must gain.
+    dwell_s : float
+        Seconds an upgrade must stay the best before it is made.
+    slowdown_step : float
+        Slowdowns are rounded to this step before planning (measurement noise does not re-plan).
+    max_members : int, optional
+        Largest ensemble.
+    """
+
+    budget_ms: float = 1000.0
+    window_s: float = 10.0
+    leads: int = 2
+    hop_s: float = 5.0
+    chunk_s: float = 1.0
+    margin: float = 0.15
+    min_gain: float = 0.002
+    dwell_s: float = 20.0
+    slowdown_step: float = 0.25
+    max_members: int | None = 6
+
+    def __post_init__(self) -> None:
+        if not (self.budget_ms > 0 and 0 <= self.margin < 1 and self.min_gain >= 0 and self.dwell_s >= 0):
+            raise EnsembleError(f"invalid planner config {self}")
+
+
+class Slowdown:
+    """Measured / profiled time per model, smoothed (exponential moving average of each batch's ratio)."""
+
+    def __init__(self, latency: LatencyModel, alpha: float = 0.1) -> None:
+        self._latency = latency
+        self._alpha = alpha
+        self._ratio: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def record(self, model_id: str, batch: int, seconds: float) -> None:
+        """One member call (``WindowScorer``'s timing hook; runs on the executor thread)."""
+        profile = self._latency.profiles.get(model_id)
+        if profile is None or batch < 1:
+            return
+        expected_ms = profile(batch)
+        if expected_ms <= 0:
+            return
+        ratio = seconds * 1000.0 / expected_ms
+        with self._lock:
+            old = self._ratio.get(model_id)
+            self._ratio[model_id] = ratio if old is None else old + self._alpha * (ratio - old)
+
+    def snapshot(self) -> dict[str, float]:
+        with self._lock:
+            return dict(self._ratio)
+
+
+@dataclass(slots=True)
+class _Pending:
+    members: tuple[str, ...]
+    since_s: float
+
+
+@dataclass(slots=True)
+class Planner:
+    """Chooses and re-chooses the served ensemble (see the module docstring).
+
+    Parameters
+    ----------
+    models : sequence of ServedModel
+        The active models (the candidates are those the stream can serve).
+    latency : LatencyModel
+        Profiles and costs; its ``slowdown`` is replaced by what is observed.
+    config : PlannerConfig
+    table : ValidationTable, optional
+        The candidates' validation predictions (built from their files by default).
+    """
+
+    models: Sequence[ServedModel]
+    latency: LatencyModel
+    config: PlannerConfig = field(default_factory=PlannerConfig)
+    table: ValidationTable | None = None
+    current: ServingPlan | None = None
+    load: Load | None = None
+    changes: int = 0
+    _by_id: dict[str, ServedModel] = field(default_factory=dict)
+    _cache: dict[tuple[object, ...], Selection] = field(default_factory=dict)
+    _pending: _Pending | None = None
+    _slowdown: dict[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        served = candidates(self.models, self.config.window_s, self.config.leads)
+        if not served:
+            raise EnsembleError(f"no model can serve {self.config.window_s:g}-s {self.config.leads}-lead windows")
+        self._by_id = {m.model_id: m for m in served}
+        if self.table is None:
+            self.table = ValidationTable.from_models(served, window_s=self.config.window_s)
+
+    @property
+    def candidate_ids(self) -> list[str]:
+        return list(self._by_id)
+
+    def _rounded_slowdown(self, slowdown: Mapping[str, float]) -> dict[str, float]:
+        step = self.config.slowdown_step
+        return {m: max(1.0, round(r / step) * step) for m, r in slowdown.items() if m in self._by_id}
+
+    def predict(self, members: Sequence[str], load: Load) -> LatencyPrediction:
+        """Predicted latency of ``members`` at ``load`` with the slowdowns observed so far."""
+        model = replace(self.latency, slowdown=self._slowdown)
+        return model.predict(members, load)
+
+    def choose(self, load: Load) -> Selection:
+        """The best ensemble whose predicted p99 at ``load`` is within ``budget * (1 - margin)``; the cheapest
+        single model when none is (reported with ``method="cheapest"``)."""
+        key = (load, tuple(sorted(self._slowdown.items())))
+        if key in self._cache:
+            return self._cache[key]
+        target = self.config.budget_ms * (1.0 - self.config.margin)
+        assert self.table is not None
+        table = self.table
+
+        def p99(members: tuple[str, ...]) -> float:
+            return self.predict(members, load).p99_ms
+
+        try:
+            chosen = select(self.candidate_ids, table.objective, p99, target, max_members=self.config.max_members)
+        except NoFeasibleEnsemble:
+            cheapest = min(self.candidate_ids, key=lambda m: (p99((m,)), m))
+            chosen = Selection((cheapest,), table.objective((cheapest,)), p99((cheapest,)), "cheapest", 1)
+        self._cache[key] = chosen
+        return chosen
+
+    def build(self, selection: Selection, load: Load, reason: str) -> ServingPlan:
+        """The serving plan of a selection: members cheapest first (the first always runs), its combiner."""
+        assert self.table is not None
+        order = sorted(selection.members, key=lambda m: (self.latency.models_ms([m], 64), m))
+        members = tuple(self._by_id[m] for m in order)
+        prediction = self.predict(order, load)
+        fallback = ()
+        if all(m.contract.leads > 1 for m in members):
+            one_lead = [m for m in self._by_id.values() if m.contract.leads == 1]
+            if one_lead:
+                best = max(one_lead, key=lambda m: (table_objective(self.table, m.model_id), -self.latency.models_ms(
+                    [m.model_id], 1)))
+                fallback = (best,)
+        return ServingPlan(
+            members=members,
+            combiner=self.table.combiner(order),
+            plan_id=self.changes,
+            budget_ms=self.config.budget_ms,
+            predicted_p50_ms=prediction.p50_ms,
+            predicted_p99_ms=prediction.p99_ms,
+            objective=selection.objective,
+            reason=reason,
+            fallback=fallback,
+        )
+
+    def start(self, load: Load) -> ServingPlan:
+        """The first plan, for the load expected at start."""
+        self.load = load
+        self.current = self.build(self.choose(load), load, f"start: planned for {load.beds} beds")
+        return self.current
+
+    def observe(self, now_s: float, load: Load, slowdown: Mapping[str, float] | None = None) -> ServingPlan | None:
+        """Re-plan if needed (see the module docstring); returns the new plan, or None to keep the current."""
+        if self.current is None:
+            raise EnsembleError("observe() before start()")
+        previous_load = self.load or load
+        old_slowdown = self._slowdown
+        if slowdown is not None:
+            self._slowdown = self._rounded_slowdown(slowdown)
+        members = self.current.member_ids
+        now_pred = self.predict(members, load)
+        if now_pred.p99_ms > self.config.budget_ms:
+            reason = self._why(previous_load, load, old_slowdown, members)
+            reason = f"over budget: {reason}; predicted p99 {_ms(now_pred.p99_ms)} > {self.config.budget_ms:.0f} ms"
+            cheaper = self.choose(load)
+            if cheaper.members == members:  # nothing cheaper fits either: keep it, deadlines shed members
+                self.load = load
+                return None
+            return self._switch(cheaper, load, reason)
+        best = self.choose(load)
+        if best.members == members or best.objective < self.current.objective + self.config.min_gain:
+            self._pending = None
+            self.load = load if best.members == members else self.load
+            return None
+        if self._pending is None or self._pending.members != best.members:
+            self._pending = _Pending(best.members, now_s)
+            return None
+        if now_s - self._pending.since_s < self.config.dwell_s:
+            return None
+        reason = self._why(previous_load, load, old_slowdown, members)
+        reason = (f"better ensemble fits: {reason}; validation ROC-AUC {self.current.objective:.4f} -> "
+                  f"{best.objective:.4f}, held {self.config.dwell_s:g} s")
+        return self._switch(best, load, reason)
+
+    def _switch(self, selection: Selection, load: Load, reason: str) -> ServingPlan:
+        self.changes += 1
+        self._pending = None
+        self.load = load
+        self.current = self.build(selection, load, reason)
+        return self.current
+
+    def _why(self, before: Load, after: Load, old_slowdown: Mapping[str, float], members: Sequence[str]) -> str:
+        parts = []
+        if after.beds != before.beds:
+            parts.append(f"beds {before.beds} -> {after.beds}")
+        if after.phases != before.phases:
+            parts.append(f"due in {after.phases} of {after.ticks_per_hop} ticks per hop (was {before.phases})")
+        for m in members:
+            new, old = self._slowdown.get(m, 1.0), old_slowdown.get(m, 1.0)
+            if abs(new - old) > 1e-9:
+                parts.append(f"{m} runs {new:.2f}x its profile (was {old:.2f}x)")
+        return ", ".join(parts) or "load unchanged"
+
+
+def table_objective(table: ValidationTable | None, model_id: str) -> float:
+    value = table.objective((model_id,)) if table is not None else math.nan
+    return value if math.isfinite(value) else -1.0
+
+
+def _ms(value: float) -> str:
+    return "unbounded (the executor cannot keep up)" if not math.isfinite(value) else f"{value:.0f} ms"
