@@ -29,6 +29,7 @@ from api.deps import Services
 from api.hub import Hub
 from api.metrics import HttpMetricsMiddleware, Metrics
 from api.migrate import upgrade_api
+from api.plans import PlanMonitor, PlanStore
 from api.routes import api_router
 from api.routes import models as models_routes
 from api.users import UserStore
@@ -114,13 +115,19 @@ def create_app(config: ApiConfig, registration: RegistrationConfig | None = None
             deadletters = DeadLetterMonitor(config.kafka_bootstrap, config.deadletter_topic, metrics,
                                             keep=config.recent_dead_letters,
                                             backoff_max_s=config.connect_backoff_max_s)
-            metrics.live.sources.append(lambda: _live_samples(consumer, hub, deadletters))
+            plan_store = PlanStore(engine)
+            plans = PlanMonitor(config.kafka_bootstrap, config.plans_topic, plan_store, metrics,
+                                keep=config.recent_plans, backoff_max_s=config.connect_backoff_max_s)
+            await run_in_threadpool(plans.load)
+            metrics.live.sources.append(lambda: _live_samples(consumer, hub, deadletters, plans))
             app.state.services = Services(config=config, engine=engine, store=store, hub=hub, consumer=consumer,
                                           alerts=AlertStore(engine), users=users, audit=AuditLog(engine),
-                                          metrics=metrics, deadletters=deadletters)
+                                          metrics=metrics, deadletters=deadletters, plans=plans,
+                                          plan_store=plan_store)
             if config.kafka_bootstrap is not None:
                 await consumer.start()
                 await deadletters.start()
+                await plans.start()
             retention = asyncio.create_task(_retention_loop(config, store, users), name="holmes-api-retention")
             try:
                 yield
@@ -128,6 +135,7 @@ def create_app(config: ApiConfig, registration: RegistrationConfig | None = None
                 retention.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await retention
+                await plans.stop()
                 await deadletters.stop()
                 await consumer.stop()
                 hub.close()
@@ -170,9 +178,10 @@ def _metrics_of(scope: Scope) -> Metrics | None:
 
 
 def _live_samples(
-    consumer: ScoreConsumer, hub: Hub, deadletters: DeadLetterMonitor
+    consumer: ScoreConsumer, hub: Hub, deadletters: DeadLetterMonitor, plans: PlanMonitor
 ) -> list[tuple[str, str, str, float]]:
     stats = consumer.stats
+    plan_stats = plans.stats
     return [
         ("holmes_scores_received", "Score messages read from Kafka", "counter", stats.received),
         ("holmes_scores_undecodable", "Score messages that could not be decoded", "counter", stats.undecodable),
@@ -183,4 +192,10 @@ def _live_samples(
         ("holmes_ws_dropped", "Messages dropped for slow WebSocket clients", "counter", hub.dropped),
         ("holmes_dead_letter_monitor_up", "1 while the dead-letter topic is being read", "gauge",
          1.0 if deadletters.state == "running" else 0.0),
+        ("holmes_plans_received", "Plan records read from the plans topic (replays at start-up included)", "counter",
+         plan_stats.received),
+        ("holmes_plans_undecodable", "Plan records that could not be decoded", "counter", plan_stats.undecodable),
+        ("holmes_plans_rejected", "Plan records the api could not store", "counter", plan_stats.rejected),
+        ("holmes_plan_monitor_up", "1 while the plans topic is being read", "gauge",
+         1.0 if plans.state == "running" else 0.0),
     ]

@@ -33,6 +33,8 @@ class ApiConfig:
     scores_topic: str = Topics.named().scores.name
     #: ``None`` disables the dead-letter monitor (counts and last letters on the ensemble page).
     deadletter_topic: str | None = Topics.named().deadletter.name
+    #: ``None`` disables the plans reader (selection, budget and re-plans on the ensemble page; stored ones stay).
+    plans_topic: str | None = Topics.named().plans.name
     consumer_group: str = "holmes-api"
     # The embedded broker holds an empty fetch for about half of this even when data arrives (BROKER.md),
     # so it bounds the broker-to-dashboard latency.
@@ -59,6 +61,8 @@ class ApiConfig:
     #: How much history the tiles' sparklines show.
     trend_window_s: float = 3600.0
     recent_dead_letters: int = 20
+    #: Re-plans kept in memory for ``GET /api/ensemble`` (the table keeps them all).
+    recent_plans: int = 20
 
     def __post_init__(self) -> None:
         if not 1 <= self.fetch_max_wait_ms <= 5_000:
@@ -69,8 +73,8 @@ class ApiConfig:
             raise ConfigError(f"write_queue_batches must be >= 1, not {self.write_queue_batches}")
         if self.connect_backoff_max_s <= 0:
             raise ConfigError(f"connect_backoff_max_s must be > 0, not {self.connect_backoff_max_s}")
-        if not self.scores_topic or not self.consumer_group or self.deadletter_topic == "":
-            raise ConfigError("scores_topic, deadletter_topic and consumer_group must not be empty")
+        if not self.scores_topic or not self.consumer_group or "" in (self.deadletter_topic, self.plans_topic):
+            raise ConfigError("scores_topic, deadletter_topic, plans_topic and consumer_group must not be empty")
         if self.env not in ("dev", "production"):
             raise ConfigError(f"env must be 'dev' or 'production', not {self.env!r}")
         token = self.admin_token.get_secret_value() if self.admin_token is not None else None
@@ -96,6 +100,8 @@ class ApiConfig:
             raise ConfigError("alert_raise_windows and alert_clear_windows must be in [1, 1000]")
         if not 1 <= self.recent_dead_letters <= 1000:
             raise ConfigError(f"recent_dead_letters must be in [1, 1000], not {self.recent_dead_letters}")
+        if not 1 <= self.recent_plans <= 1000:
+            raise ConfigError(f"recent_plans must be in [1, 1000], not {self.recent_plans}")
 
     @property
     def reads_need_token(self) -> bool:

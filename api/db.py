@@ -16,6 +16,7 @@ from sqlalchemy.pool import StaticPool
 
 from api.alerts import AlertChange, AlertRules, apply_window
 from api.errors import ConfigError
+from api.schemas import is_partial
 from api.tables import Base, Bed, Score
 from ingest.schemas import ScoreRecord
 
@@ -87,7 +88,8 @@ class WriteOutcome:
     inserted: list[ScoreRecord] = field(default_factory=list)
     alerts: list[AlertChange] = field(default_factory=list)
     windows_lost: int = 0
-    selection_changes: int = 0
+    #: Times a bed's members changed between two full (not partial) scores: the beds moving to a new selection.
+    provenance_changes: int = 0
 
 
 class ScoreStore:
@@ -153,9 +155,10 @@ class ScoreStore:
                 bed.last_window_end_s, bed.last_state = record.window_end_s, record.state
                 bed.strip_hz = record.strip_hz if record.strip_mv else None
                 bed.strip_mv = list(record.strip_mv) if record.strip_mv else None
-                if record.state == "ok" and record.models:
+                # A partial score lacks the members skipped for the deadline: that is no change of selection.
+                if record.state == "ok" and record.models and not is_partial(record.extra):
                     if bed.last_models and list(record.models) != bed.last_models:
-                        outcome.selection_changes += 1
+                        outcome.provenance_changes += 1
                     bed.last_models = list(record.models)
                 change = apply_window(session, self.rules, bed, record, now)
                 if change is not None:

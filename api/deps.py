@@ -16,6 +16,7 @@ from api.consumer import ScoreConsumer
 from api.db import ScoreStore
 from api.hub import Hub
 from api.metrics import Metrics
+from api.plans import PlanMonitor, PlanStore
 
 if TYPE_CHECKING:
     from api.deadletters import DeadLetterMonitor
@@ -36,6 +37,8 @@ class Services:
     audit: AuditLog
     metrics: Metrics
     deadletters: DeadLetterMonitor
+    plans: PlanMonitor
+    plan_store: PlanStore
 
 
 def get_services(conn: HTTPConnection) -> Services:
@@ -79,6 +82,16 @@ def get_metrics(conn: HTTPConnection) -> Metrics:
     return get_services(conn).metrics
 
 
+def get_plans(conn: HTTPConnection) -> PlanMonitor:
+    """The plans reader with each worker's plan in force."""
+    return get_services(conn).plans
+
+
+def get_plan_store(conn: HTTPConnection) -> PlanStore:
+    """The stored plan history."""
+    return get_services(conn).plan_store
+
+
 def remote_address(conn: HTTPConnection) -> str | None:
     """The client's address, for the audit log."""
     return conn.client.host if conn.client is not None else None
@@ -92,3 +105,5 @@ AlertsDep = Annotated[AlertStore, Depends(get_alerts)]
 AuditDep = Annotated[AuditLog, Depends(get_audit)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 RemoteDep = Annotated[str | None, Depends(remote_address)]
+PlansDep = Annotated[PlanMonitor, Depends(get_plans)]
+PlanStoreDep = Annotated[PlanStore, Depends(get_plan_store)]

@@ -15,7 +15,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api.asgi import StatusRecorder
 from api.db import WriteOutcome
-from api.schemas import LatencyPublic, ServedModelPublic, score_status
+from api.schemas import LatencyPublic, PlanPublic, ServedModelPublic, score_status
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 #: End-to-end latency buckets (s): the 1-s deadline of the benchmark sits in the middle.
@@ -38,6 +38,50 @@ class _Live(Collector):
                 family = CounterMetricFamily(name, doc) if kind == "counter" else GaugeMetricFamily(name, doc)
                 family.add_metric([], value)
                 yield family
+
+
+class _PlanGauges(Collector):
+    """Per-worker gauges of the plans in force, read from the plan monitor when Prometheus scrapes."""
+
+    def __init__(self) -> None:
+        self.source: Callable[[], Iterable[PlanPublic]] = list
+
+    def collect(self) -> Iterator[Metric]:
+        plans = list(self.source())
+        families = (
+            ("holmes_ensemble_budget_seconds", "End-to-end latency budget of the plan in force", "budget_ms"),
+            ("holmes_ensemble_predicted_p50_seconds", "Predicted end-to-end p50 of the plan in force",
+             "predicted_p50_ms"),
+            ("holmes_ensemble_predicted_p99_seconds", "Predicted end-to-end p99 of the plan in force",
+             "predicted_p99_ms"),
+        )
+        for name, doc, attr in families:
+            family = GaugeMetricFamily(name, doc, labels=["worker"])
+            for plan in plans:
+                family.add_metric([plan.worker_id], getattr(plan, attr) / 1000)
+            yield family
+        members = GaugeMetricFamily("holmes_ensemble_members", "Models in the plan in force", labels=["worker"])
+        for plan in plans:
+            members.add_metric([plan.worker_id], len(plan.members))
+        yield members
+
+
+def _percentiles(values_s: Iterable[float]) -> tuple[int, float | None, float | None, float | None, float | None]:
+    """``(n, p50, p95, p99, max)`` in ms (nearest rank), ``None`` without values."""
+    values = sorted(values_s)
+
+    def pct(q: float) -> float | None:
+        if not values:
+            return None
+        return round(values[min(len(values) - 1, math.ceil(q * len(values)) - 1)] * 1000, 1)
+
+    return len(values), pct(0.5), pct(0.95), pct(0.99), round(values[-1] * 1000, 1) if values else None
+
+
+def _number(value: object) -> float | None:
+    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value) and value >= 0:
+        return float(value)
+    return None
 
 
 @dataclass(slots=True)
@@ -64,9 +108,15 @@ class Metrics:
                                ["status"], registry=self.registry)
         self.windows_lost = Counter("holmes_windows_lost", "Windows missing between a bed's consecutive windows",
                                     registry=self.registry)
-        self.selection_changes = Counter("holmes_model_selection_changes",
-                                         "Times a bed's scoring models (score provenance) changed",
-                                         registry=self.registry)
+        self.selection_changes = Counter(
+            "holmes_ensemble_selection_changes",
+            "Ensemble selections the workers put in force (plans stored), by reason kind: the reason's first word, "
+            "'start' for a worker's first plan", ["reason"], registry=self.registry)
+        self.bed_model_changes = Counter("holmes_bed_model_changes",
+                                          "Times a bed's members changed between two full (not partial) scores",
+                                          registry=self.registry)
+        self.plan_gauges = _PlanGauges()
+        self.registry.register(self.plan_gauges)
         self.dead_letters = Counter("holmes_dead_letters", "Dead letters read from the dead-letter topic, by reason",
                                     ["reason"], registry=self.registry)
         self.alert_events = Counter("holmes_alert_events", "Alert events by kind (raised, acknowledged, cleared)",
@@ -79,12 +129,16 @@ class Metrics:
             self.windows.labels(status)
         for kind in ("raised", "acknowledged", "cleared"):
             self.alert_events.labels(kind)
+        self.selection_changes.labels("start")
         self._recent_latency_s: deque[float] = deque(maxlen=latency_samples)
+        #: The workers' own latency of each window (``extra["measured_ms"]``, acquisition to publish), seconds.
+        self._recent_worker_s: deque[float] = deque(maxlen=latency_samples)
         self._throughput: deque[tuple[float, int]] = deque()
         self._models: dict[str, _ModelSeen] = {}
         self.by_status: dict[str, int] = dict.fromkeys(("ok", "partial", "incomplete", "unscorable"), 0)
         self.lost = 0
-        self.changes = 0
+        #: Times a bed's members changed between full scores (selection changes come from the plans).
+        self.model_changes = 0
 
     def render(self) -> bytes:
         """The exposition text for ``GET /metrics``."""
@@ -100,6 +154,9 @@ class Metrics:
             latency_s = max(0.0, received_at_s - record.window_end_s)
             self.e2e_latency.observe(latency_s)
             self._recent_latency_s.append(latency_s)
+            worker_ms = _number(record.extra.get("measured_ms"))
+            if worker_ms is not None:
+                self._recent_worker_s.append(worker_ms / 1000)
             for model in record.models:
                 seen = self._models.setdefault(model, _ModelSeen())
                 seen.windows += 1
@@ -110,9 +167,9 @@ class Metrics:
         if outcome.windows_lost:
             self.windows_lost.inc(outcome.windows_lost)
             self.lost += outcome.windows_lost
-        if outcome.selection_changes:
-            self.selection_changes.inc(outcome.selection_changes)
-            self.changes += outcome.selection_changes
+        if outcome.provenance_changes:
+            self.bed_model_changes.inc(outcome.provenance_changes)
+            self.model_changes += outcome.provenance_changes
         for change in outcome.alerts:
             self.alert_events.labels(change.event.kind).inc()
 
@@ -125,13 +182,7 @@ class Metrics:
 
     def latency(self) -> LatencyPublic:
         """Percentiles of the recent windows and the cumulative histogram since start."""
-        values = sorted(self._recent_latency_s)
-
-        def pct(q: float) -> float | None:
-            if not values:
-                return None
-            return round(values[min(len(values) - 1, math.ceil(q * len(values)) - 1)] * 1000, 1)
-
+        n, p50, p95, p99, top = _percentiles(self._recent_latency_s)
         histogram: dict[str, int] = {}
         for metric in self.e2e_latency.collect():
             for sample in metric.samples:
@@ -139,8 +190,12 @@ class Metrics:
                     bound = sample.labels["le"]
                     key = "+Inf" if bound == "+Inf" else f"{float(bound) * 1000:g}"
                     histogram[key] = int(sample.value)
-        return LatencyPublic(n=len(values), p50_ms=pct(0.5), p95_ms=pct(0.95), p99_ms=pct(0.99),
-                             max_ms=round(values[-1] * 1000, 1) if values else None, histogram=histogram)
+        return LatencyPublic(n=n, p50_ms=p50, p95_ms=p95, p99_ms=p99, max_ms=top, histogram=histogram)
+
+    def worker_latency(self) -> LatencyPublic:
+        """Percentiles of the workers' own latency of the recent windows (``extra["measured_ms"]``), no histogram."""
+        n, p50, p95, p99, top = _percentiles(self._recent_worker_s)
+        return LatencyPublic(n=n, p50_ms=p50, p95_ms=p95, p99_ms=p99, max_ms=top, histogram={})
 
     def served_models(self) -> list[ServedModelPublic]:
         """Models named in score provenance since start, most recently seen first."""

@@ -33,11 +33,14 @@ def score_status(state: str, complete: bool, extra: Mapping[str, Any] | None) ->
         return "unscorable"
     if not complete:
         return "incomplete"
+    return "partial" if is_partial(extra) else "ok"
+
+
+def is_partial(extra: Mapping[str, Any] | None) -> bool:
+    """Whether a score's ``extra`` says ensemble members were skipped (see ``score_status``)."""
     extra = extra or {}
     skipped = extra.get("skipped_models")
-    if extra.get("partial") in _TRUE or (skipped not in (None, "", 0, "0")):
-        return "partial"
-    return "ok"
+    return extra.get("partial") in _TRUE or skipped not in (None, "", 0, "0")
 
 
 class ScoreBase(BaseModel):
@@ -375,8 +378,140 @@ class DeadLettersPublic(BaseModel):
     last_error: str | None = None
 
 
+class PlanPublic(BaseModel):
+    """One ensemble selection a worker put in force, and why (a row of ``ensemble_plans``).
+
+    ``id`` orders plans as the api stored them; ``reason_kind`` is the reason's first word (``start`` for a
+    worker's first plan). Latencies are the worker's end-to-end milliseconds (acquisition to score published);
+    ``measured_p99_ms`` is what the worker measured over the interval before this plan.
+    """
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    worker_id: str
+    plan_id: int
+    at_s: float
+    reason: str
+    reason_kind: str
+    members: list[str]
+    previous: list[str]
+    budget_ms: float
+    predicted_p50_ms: float
+    predicted_p99_ms: float
+    objective: float
+    beds: int
+    hop_s: float
+    windows_per_s: float
+    measured_p99_ms: float | None
+    slowdown: float
+    received_at_s: float
+
+
+class PlanPage(BaseModel):
+    """Plans newest first; pass ``next_before`` as ``before`` for older ones."""
+
+    items: list[PlanPublic]
+    next_before: int | None
+
+
+class PlanMonitorPublic(BaseModel):
+    """The reader of ``<prefix>.plans``: its state and what it did with the records since the api started.
+
+    ``duplicates`` were stored already (the topic is read from its start at every start-up); ``conflicts`` are
+    duplicates of a ``(worker_id, plan_id)`` with a different content (a worker that reused its id).
+    """
+
+    state: ConsumerState
+    topic: str | None
+    received: int
+    stored: int
+    duplicates: int
+    conflicts: int
+    undecodable: int
+    rejected: int
+    last_error: str | None = None
+
+
+class WorkerSelectionPublic(BaseModel):
+    """The ensemble one worker has in force: its latest plan."""
+
+    worker_id: str
+    plan_id: int
+    members: list[str]
+    objective: float
+    since_s: float
+    reason: str
+    beds: int
+    windows_per_s: float
+
+
+class SelectionPublic(BaseModel):
+    """The ensemble each worker has in force, most recently planned first."""
+
+    available: Literal[True] = True
+    workers: list[WorkerSelectionPublic]
+
+
+class BudgetPublic(BaseModel):
+    """The latency budget (ms, end to end) of the plans in force: the tightest, and each worker's."""
+
+    available: Literal[True] = True
+    budget_ms: float
+    by_worker: dict[str, float]
+
+
+class WorkerLatencyPublic(BaseModel):
+    """One worker's plan in force: budget, predicted latency, and the p99 the worker measured before it."""
+
+    worker_id: str
+    plan_id: int
+    budget_ms: float
+    predicted_p50_ms: float
+    predicted_p99_ms: float
+    measured_p99_ms: float | None
+    slowdown: float
+
+
+class LatencyComparisonPublic(BaseModel):
+    """Predicted latency of the plans in force next to what is measured, all end to end in ms.
+
+    ``predicted_*`` are the slowest worker's, ``budget_ms`` the tightest. ``measured_p99_ms`` is the api's
+    (received at the api - window end, the last windows under ``latency``), so it also holds the Kafka hop to
+    the api; ``worker_measured_p99_ms`` comes from the scores' ``extra.measured_ms`` (acquisition to publish).
+    """
+
+    available: Literal[True] = True
+    budget_ms: float
+    predicted_p50_ms: float
+    predicted_p99_ms: float
+    measured_p50_ms: float | None
+    measured_p99_ms: float | None
+    worker_measured_p99_ms: float | None
+    worker_measured_windows: int
+    #: Whether the measured p99 at the api is within the budget (``None`` before any window).
+    within_budget: bool | None
+    workers: list[WorkerLatencyPublic]
+
+
+class ReplansPublic(BaseModel):
+    """The most recent plans (a worker's first one has reason ``start``), newest first."""
+
+    available: Literal[True] = True
+    #: Plans stored, and those among them that changed a running worker's selection (not ``start``).
+    total: int
+    changes: int
+    items: list[PlanPublic]
+
+
 class EnsembleStatus(BaseModel):
-    """What the api can say about the ensemble now; the selector's figures come with the ensemble issue."""
+    """The ensemble now: the selectors' plans in force and re-plans, and what the api measures of the stream.
+
+    ``selection``, ``budget_ms``, ``predicted_vs_measured_latency`` and ``replans`` are ``Unavailable`` (with
+    the reason) until a worker's plan has been read. ``selection_changes`` counts stored plans that changed a
+    running worker's selection; ``provenance_changes`` counts the times a bed's members changed between two
+    full (not partial) scores, i.e. when the beds actually moved to a new selection.
+    """
 
     served_models: list[ServedModelPublic]
     throughput_windows_per_s: float
@@ -386,12 +521,14 @@ class EnsembleStatus(BaseModel):
     windows_partial: int
     windows_lost: int
     selection_changes: int
+    provenance_changes: int
     latency: LatencyPublic
     dead_letters: DeadLettersPublic
-    selection: Unavailable
-    budget_ms: Unavailable
-    predicted_vs_measured_latency: Unavailable
-    replans: Unavailable
+    plans: PlanMonitorPublic
+    selection: SelectionPublic | Unavailable
+    budget_ms: BudgetPublic | Unavailable
+    predicted_vs_measured_latency: LatencyComparisonPublic | Unavailable
+    replans: ReplansPublic | Unavailable
 
 
 class HealthPublic(BaseModel):

@@ -1,4 +1,4 @@
-"""SQL tables of the api: scores, beds, alerts and their events, users, sessions and the audit log.
+"""SQL tables of the api: scores, beds, alerts and their events, users, sessions, the audit log, ensemble plans.
 
 The schema is created and changed only by the Alembic migrations in ``api/migrations`` (version table
 ``alembic_version_api``); these classes must match the newest migration.
@@ -8,11 +8,26 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, Double, Engine, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Double,
+    Engine,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 BED_ID_LENGTH = 64
 USERNAME_LENGTH = 64
+WORKER_ID_LENGTH = 200
+REASON_LENGTH = 500
+REASON_KIND_LENGTH = 32
 
 
 class Base(DeclarativeBase):
@@ -149,6 +164,36 @@ class AuditEntry(Base):
     outcome: Mapped[str] = mapped_column(String(32))
     detail: Mapped[dict[str, Any]] = mapped_column(JSON)
     remote: Mapped[str | None] = mapped_column(String(64), nullable=True)
+
+
+class EnsemblePlan(Base):
+    """An ensemble selection a worker put in force (``ingest.schemas.PlanRecord``), as read from the plans topic.
+
+    ``(worker_id, plan_id)`` identifies a plan, so a plan read again (a replayed topic) is stored once;
+    ``reason_kind`` is the reason's first word (``start``, ``load``...), ``received_at_s`` the api's clock.
+    """
+
+    __tablename__ = "ensemble_plans"
+    __table_args__ = (UniqueConstraint("worker_id", "plan_id", name="uq_ensemble_plans_worker_id_plan_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    worker_id: Mapped[str] = mapped_column(String(WORKER_ID_LENGTH))
+    plan_id: Mapped[int] = mapped_column(BigInteger)
+    at_s: Mapped[float] = mapped_column(Double)
+    reason: Mapped[str] = mapped_column(String(REASON_LENGTH))
+    reason_kind: Mapped[str] = mapped_column(String(REASON_KIND_LENGTH))
+    members: Mapped[list[str]] = mapped_column(JSON)
+    previous: Mapped[list[str]] = mapped_column(JSON)
+    budget_ms: Mapped[float] = mapped_column(Double)
+    predicted_p50_ms: Mapped[float] = mapped_column(Double)
+    predicted_p99_ms: Mapped[float] = mapped_column(Double)
+    objective: Mapped[float] = mapped_column(Double)
+    beds: Mapped[int] = mapped_column(BigInteger)
+    hop_s: Mapped[float] = mapped_column(Double)
+    windows_per_s: Mapped[float] = mapped_column(Double)
+    measured_p99_ms: Mapped[float | None] = mapped_column(Double, nullable=True)
+    slowdown: Mapped[float] = mapped_column(Double)
+    received_at_s: Mapped[float] = mapped_column(Double)
 
 
 def init_db(engine: Engine) -> None:

@@ -1,24 +1,28 @@
-"""Operations: what the api measures of the ensemble and the stream, and the dead letters."""
+"""Operations: the ensemble plans in force and their history, what the api measures of the stream, dead letters."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Request
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Request
 
 from api.auth import require_read
-from api.deps import MetricsDep, get_services
-from api.schemas import DeadLettersPublic, EnsembleStatus, Unavailable
+from api.deps import MetricsDep, PlansDep, PlanStoreDep, get_services
+from api.plans import MAX_INT, MAX_PLANS_LIMIT
+from api.schemas import DeadLettersPublic, EnsembleStatus, PlanPage, PlanPublic
+from api.tables import WORKER_ID_LENGTH
 
 router = APIRouter(prefix="/api", tags=["operations"], dependencies=[Depends(require_read)])
 
-_SELECTOR = "the ensemble selector (issue 5) does not publish its selection, budget or re-plans yet"
 
-
+# async: it reads only memory, on the event loop that the plan and score readers update (no torn reads).
 @router.get("/ensemble")
-def ensemble_status(request: Request, metrics: MetricsDep) -> EnsembleStatus:
-    """Served models (from score provenance), throughput, windows, latency and dead letters, measured here.
+async def ensemble_status(request: Request, metrics: MetricsDep, plans: PlansDep) -> EnsembleStatus:
+    """The selection each worker has in force, its budget, predicted vs measured latency and the recent re-plans,
+    with the served models, throughput, windows, latency and dead letters measured here.
 
-    The selection, budget, predicted latency and re-plans are reported as unavailable until the selector
-    publishes them.
+    Before any worker's plan has been read, ``selection``, ``budget_ms``, ``predicted_vs_measured_latency`` and
+    ``replans`` are ``{"available": false, "reason": ...}`` saying why.
     """
     by_status = metrics.by_status
     return EnsembleStatus(
@@ -29,16 +33,30 @@ def ensemble_status(request: Request, metrics: MetricsDep) -> EnsembleStatus:
         windows_unscorable=by_status["unscorable"],
         windows_partial=by_status["partial"],
         windows_lost=metrics.lost,
-        selection_changes=metrics.changes,
+        selection_changes=plans.changes,
+        provenance_changes=metrics.model_changes,
         latency=metrics.latency(),
         dead_letters=get_services(request).deadletters.snapshot(),
-        selection=Unavailable(reason=_SELECTOR),
-        budget_ms=Unavailable(reason=_SELECTOR),
-        predicted_vs_measured_latency=Unavailable(
-            reason="predicted latency comes from the selector's latency profile (issue 5); the measured "
-                   "end-to-end latency is under 'latency'"),
-        replans=Unavailable(reason=_SELECTOR),
+        plans=plans.snapshot(),
+        selection=plans.selection(),
+        budget_ms=plans.budget(),
+        predicted_vs_measured_latency=plans.latency(),
+        replans=plans.replans(),
     )
+
+
+@router.get("/ensemble/plans")
+def plan_history(
+    store: PlanStoreDep,
+    limit: Annotated[int, Query(ge=1, le=MAX_PLANS_LIMIT)] = 50,
+    before: Annotated[int | None, Query(ge=1, le=MAX_INT, description="`next_before` of the previous page")] = None,
+    worker_id: Annotated[str | None, Query(min_length=1, max_length=WORKER_ID_LENGTH,
+                                           pattern=r"^[^\x00-\x1f\x7f]+$")] = None,
+) -> PlanPage:
+    """Every stored plan (a worker's selections and why), newest first; one worker's with ``worker_id``."""
+    rows = store.page(limit, before, worker_id)
+    return PlanPage(items=[PlanPublic.model_validate(r) for r in rows],
+                    next_before=rows[-1].id if len(rows) == limit else None)
 
 
 @router.get("/deadletters")

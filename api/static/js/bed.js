@@ -68,7 +68,8 @@ function renderHeader(bed) {
     h("span", { class: `big ${s.state === "ok" ? "" : "muted"}`, text: s.state === "ok" ? pct(s.risk) : "—" }),
     h("span", { text: s.heart_rate_bpm ? `${Math.round(s.heart_rate_bpm)} bpm` : "— bpm" }),
     h("span", { class: `sqi ${quality(s).cls}`, text: quality(s).label }),
-    h("span", { class: "muted", text: `models: ${(s.models || []).join(", ") || "—"}` }),
+    h("span", { class: "muted", text: `models: ${(s.models || []).join(", ") || "—"}`
+      + (skippedMembers(s).length ? ` (skipped: ${skippedMembers(s).join(", ")})` : "") }),
     h("span", { class: "muted", text: `windows lost: ${bed.windows_lost}` }),
     bed.alert && bed.alert.acknowledged_at_s === null ? ackButton(bed.alert) : "",
   );
@@ -109,23 +110,55 @@ function renderEvents() {
     h("tbody", {}, rows.length ? rows : h("tr", {}, h("td", { colspan: 6, class: "empty", text: "No alerts" })))));
 }
 
+// Provenance the ensemble puts in a score's extra; shown in words rather than as key=value.
+const PROVENANCE = ["plan_id", "partial", "skipped_models", "budget_ms", "predicted_ms", "measured_ms"];
+
+/** The members skipped for the deadline: ``extra.skipped_models`` is comma-separated ids (or only a count). */
+function skippedMembers(score) {
+  const skipped = (score.extra || {}).skipped_models;
+  if (skipped === null || skipped === undefined || skipped === "" || skipped === 0 || skipped === "0") return [];
+  if (typeof skipped === "number") return [`${skipped} skipped`];
+  return String(skipped).split(",").map((m) => m.trim()).filter(Boolean);
+}
+
+function memberList(s) {
+  return [
+    ...(s.models || []).map((m) => h("span", { class: "member", text: m })),
+    ...skippedMembers(s).map((m) => h("span", { class: "member skipped", text: m, title: "skipped: over the latency deadline" })),
+  ];
+}
+
+function provenance(s) {
+  const x = s.extra || {};
+  const ms = (v) => (typeof v === "number" ? `${Math.round(v)} ms` : "—");
+  const parts = [];
+  if (x.plan_id !== undefined && x.plan_id !== null) parts.push(`plan #${x.plan_id}`);
+  if (x.measured_ms !== undefined || x.predicted_ms !== undefined) {
+    parts.push(`${ms(x.measured_ms)} measured / ${ms(x.predicted_ms)} predicted p99`);
+  }
+  if (x.budget_ms !== undefined) parts.push(`budget ${ms(x.budget_ms)}`);
+  const others = Object.entries(x).filter(([k]) => !PROVENANCE.includes(k)).map(([k, v]) => `${k}=${v}`);
+  return [...parts, ...others].join(" · ");
+}
+
 function scoreRow(s) {
-  const extras = Object.entries(s.extra || {}).map(([k, v]) => `${k}=${v}`).join(" ");
+  const note = [s.reason, provenance(s)].filter(Boolean).join(" · ");
   return h("tr", { class: current.selected === s ? "selected" : "" },
     h("td", { text: formatTime(s.window_end_s) }),
     h("td", {}, h("span", { class: `badge status ${s.status}`, text: s.status })),
     h("td", { class: "num", text: s.state === "ok" ? pct(s.risk) : "—" }),
     h("td", { class: "num", text: s.heart_rate_bpm ? Math.round(s.heart_rate_bpm) : "—" }),
     h("td", { class: "num", text: s.quality === null || s.quality === undefined ? "—" : s.quality.toFixed(2) }),
-    h("td", { class: "members" }, ...(s.models || []).map((m) => h("span", { class: "member", text: m }))),
-    h("td", { class: "note", text: s.reason || extras }));
+    h("td", { class: "members" }, ...memberList(s)),
+    h("td", { class: "note", text: note, title: note }));
 }
 
 function renderScores() {
   const recent = current.scores.slice(-30).reverse();
   const rows = current.selected ? [current.selected, ...recent.filter((s) => s !== current.selected)] : recent;
   view().querySelector(".scores").replaceChildren(h("table", { class: "data" },
-    h("thead", {}, h("tr", {}, ...["Window end", "Status", "Risk", "HR", "SQI", "Ensemble members", "Reason / extra"]
+    h("thead", {}, h("tr", {}, ...["Window end", "Status", "Risk", "HR", "SQI", "Ensemble members (struck: skipped)",
+      "Reason / provenance"]
       .map((t) => h("th", { text: t })))),
     h("tbody", {}, rows.map(scoreRow))));
 }
@@ -150,7 +183,8 @@ export function initBed() {
     if (!s) return;
     tip.hidden = false;
     tip.textContent = `${formatTime(s.window_end_s)} · ${s.status} · ${s.state === "ok" ? pct(s.risk) : s.reason}`
-      + ` · ${(s.models || []).join(", ") || "no models"}`;
+      + ` · ${(s.models || []).join(", ") || "no models"}`
+      + (skippedMembers(s).length ? ` · skipped ${skippedMembers(s).join(", ")}` : "");
   });
   canvas.addEventListener("mouseleave", () => { tip.hidden = true; });
   canvas.addEventListener("click", (e) => {

@@ -87,6 +87,70 @@ function unavailable(title, item) {
     h("div", { class: "card-value muted", text: "not yet available" }), h("div", { class: "card-note", text: item.reason }));
 }
 
+const ms = (v) => (v === null || v === undefined ? "—" : `${Math.round(v)} ms`);
+
+function table(headers, rows, empty) {
+  return h("table", { class: "data" },
+    h("thead", {}, h("tr", {}, ...headers.map((t) => h("th", { text: t })))),
+    h("tbody", {}, rows.length ? rows : h("tr", {}, h("td", { colspan: headers.length, class: "empty", text: empty }))));
+}
+
+const members = (ids) => h("div", { class: "members" }, ...ids.map((m) => h("span", { class: "member", text: m })));
+
+function renderPlans(root, e) {
+  const cardsEl = root.querySelector(".plan-cards");
+  if (!e.selection.available) {
+    // The four plan figures share one reason (no plan yet, or no plans topic): say it once.
+    cardsEl.replaceChildren(unavailable("Ensemble plans", e.selection),
+      card("Plan reader", e.plans.state, e.plans.last_error || `${e.plans.topic || "no topic"} · ${e.plans.undecodable} undecodable`));
+    for (const cls of [".selection", ".latency-compare", ".replans"]) {
+      root.querySelector(cls).replaceChildren(h("p", { class: "empty", text: e.selection.reason }));
+    }
+    return;
+  }
+  const workers = e.selection.workers;
+  const newest = workers[0];
+  const cmp = e.predicted_vs_measured_latency;
+  const verdict = cmp.within_budget === null ? "no window measured yet"
+    : cmp.within_budget ? "measured p99 within budget" : "measured p99 OVER budget";
+  cardsEl.replaceChildren(
+    card("Selection", newest.members.join(" + "),
+      `${workers.length > 1 ? `${workers[0].worker_id} (of ${workers.length} workers) · ` : ""}plan #${newest.plan_id} since ${formatTime(newest.since_s)} · objective ${number(newest.objective)}`),
+    card("Budget", ms(e.budget_ms.budget_ms), workers.length > 1 ? `tightest of ${workers.length} workers` : "end to end, per window"),
+    card("Predicted vs measured p99", `${ms(cmp.predicted_p99_ms)} / ${ms(cmp.measured_p99_ms)}`,
+      `predicted p50 ${ms(cmp.predicted_p50_ms)} · worker-measured p99 ${ms(cmp.worker_measured_p99_ms)} · ${verdict}`),
+    card("Re-plans", e.replans.changes, `${e.replans.total} plans stored · reader ${e.plans.state}`
+      + (e.plans.undecodable + e.plans.rejected ? ` · ${e.plans.undecodable + e.plans.rejected} bad records` : "")),
+  );
+  root.querySelector(".selection").replaceChildren(table(
+    ["Worker", "Plan", "Members", "Objective", "Since", "Beds", "Windows/s", "Reason"],
+    workers.map((w) => h("tr", {},
+      h("td", { text: w.worker_id }), h("td", { class: "num", text: `#${w.plan_id}` }), h("td", {}, members(w.members)),
+      h("td", { class: "num", text: number(w.objective) }), h("td", { text: formatTime(w.since_s, true) }),
+      h("td", { class: "num", text: w.beds }), h("td", { class: "num", text: number(w.windows_per_s, 2) }),
+      h("td", { class: "note", text: w.reason }))),
+    "No plan in force"));
+  const cmpRows = cmp.workers.map((w) => h("tr", {},
+    h("td", { text: w.worker_id }), h("td", { class: "num", text: ms(w.budget_ms) }),
+    h("td", { class: "num", text: ms(w.predicted_p50_ms) }), h("td", { class: "num", text: ms(w.predicted_p99_ms) }),
+    h("td", { class: "num", text: ms(w.measured_p99_ms) }), h("td", { class: "num", text: `×${number(w.slowdown, 2)}` })));
+  root.querySelector(".latency-compare").replaceChildren(
+    table(["Worker", "Budget", "Predicted p50", "Predicted p99", "Measured p99 (worker, before the plan)", "Slowdown"],
+      cmpRows, "No plan in force"),
+    h("p", { class: "muted", text: `Measured now: p50 ${ms(cmp.measured_p50_ms)} · p99 ${ms(cmp.measured_p99_ms)} at the API `
+      + `(last ${e.latency.n} windows, Kafka hop included) · worker p99 ${ms(cmp.worker_measured_p99_ms)} `
+      + `(last ${cmp.worker_measured_windows} windows) · budget ${ms(cmp.budget_ms)}: ${verdict}` }));
+  root.querySelector(".replans").replaceChildren(table(
+    ["When", "Worker", "Plan", "Reason", "Previous", "→ Members", "Beds", "Windows/s", "Predicted p99", "Budget"],
+    e.replans.items.map((p) => h("tr", {},
+      h("td", { text: formatTime(p.at_s, true) }), h("td", { text: p.worker_id }),
+      h("td", { class: "num", text: `#${p.plan_id}` }), h("td", { class: "note", text: p.reason, title: p.reason }),
+      h("td", {}, p.previous.length ? members(p.previous) : "—"), h("td", {}, members(p.members)),
+      h("td", { class: "num", text: p.beds }), h("td", { class: "num", text: number(p.windows_per_s, 2) }),
+      h("td", { class: "num", text: ms(p.predicted_p99_ms) }), h("td", { class: "num", text: ms(p.budget_ms) }))),
+    "No plan received"));
+}
+
 async function renderEnsemble() {
   const root = document.getElementById("view-ensemble");
   if (root.hidden) return;
@@ -94,23 +158,19 @@ async function renderEnsemble() {
   try {
     e = await api("/api/ensemble");
   } catch (err) {
-    root.querySelector(".cards").replaceChildren(h("p", { class: "empty", text: err.message }));
+    root.querySelector(".plan-cards").replaceChildren(h("p", { class: "empty", text: err.message }));
     return;
   }
-  const ms = (v) => (v === null ? "—" : `${Math.round(v)} ms`);
-  root.querySelector(".cards").replaceChildren(
+  renderPlans(root, e);
+  root.querySelector(".cards:not(.plan-cards)").replaceChildren(
     card("Throughput", `${e.throughput_windows_per_s.toFixed(2)} windows/s`, `over the last ${e.throughput_window_s} s`),
     card("Windows scored", e.windows_scored, `partial ${e.windows_partial}`),
     card("Unscorable", e.windows_unscorable),
     card("Lost", e.windows_lost, "missing between a bed's windows"),
-    card("Selection changes", e.selection_changes, "a bed's models changed (provenance)"),
+    card("Bed member changes", e.provenance_changes, "a bed's members changed between full scores (provenance)"),
     card("Latency p50 / p95", `${ms(e.latency.p50_ms)} / ${ms(e.latency.p95_ms)}`,
       `p99 ${ms(e.latency.p99_ms)} · max ${ms(e.latency.max_ms)} · last ${e.latency.n} windows`),
     card("Dead letters", e.dead_letters.total, `monitor ${e.dead_letters.state}`),
-    unavailable("Current selection", e.selection),
-    unavailable("Budget", e.budget_ms),
-    unavailable("Predicted vs measured latency", e.predicted_vs_measured_latency),
-    unavailable("Recent re-plans", e.replans),
   );
   let previous = 0;
   const histogram = Object.entries(e.latency.histogram).map(([bound, cumulative]) => {

@@ -14,9 +14,10 @@ from pydantic import SecretStr
 
 from api import ApiConfig, create_app
 from api.consumer import ScoreConsumer
-from ingest.schemas import ScoreRecord
+from ingest.schemas import PlanRecord, ScoreRecord
 
 ScoreFactory = Callable[..., ScoreRecord]
+PlanFactory = Callable[..., PlanRecord]
 
 
 @pytest.fixture
@@ -38,6 +39,23 @@ def make_score() -> ScoreFactory:
         }
         body.update(fields)
         return ScoreRecord(bed_id=bed_id, window_end_s=end, **body)
+
+    return make
+
+
+@pytest.fixture
+def make_plan() -> PlanFactory:
+    """Builds valid ``PlanRecord``s as a worker publishes them; keyword arguments override the defaults."""
+
+    def make(worker_id: str = "host-a:1", plan_id: int = 0, **fields: Any) -> PlanRecord:
+        body: dict[str, Any] = {
+            "at_s": 1_700_000_000.0 + 60 * plan_id, "reason": "start" if plan_id == 0 else "load: beds 4 -> 8",
+            "members": ("rr-af@1", "cnn@2"), "previous": () if plan_id == 0 else ("rr-af@1",),
+            "budget_ms": 1000.0, "predicted_p50_ms": 120.0, "predicted_p99_ms": 310.5, "objective": 0.981,
+            "beds": 8, "hop_s": 5.0, "windows_per_s": 1.6,
+        }
+        body.update(fields)
+        return PlanRecord(worker_id=worker_id, plan_id=plan_id, **body)
 
     return make
 

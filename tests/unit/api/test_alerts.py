@@ -104,15 +104,19 @@ def test_acknowledge_once_with_who_and_note(store: ScoreStore, make_score: Score
     assert [e.kind for e in alerts.events("bed-1")] == ["raised", "acknowledged"]
 
 
-def test_lost_windows_selection_changes_and_the_latest_strip(store: ScoreStore, make_score: ScoreFactory) -> None:
+def test_lost_windows_provenance_changes_and_the_latest_strip(store: ScoreStore, make_score: ScoreFactory) -> None:
     first = make_score("bed-1", 1000.0, models=("rr-af@1",), strip_hz=50.0, strip_mv=(0.1, 0.2))
     # Two windows (1005, 1010) never arrived; then the ensemble switched models.
     later = make_score("bed-1", 1015.0, models=("cnn@2", "rr-af@1"), strip_hz=50.0, strip_mv=(0.3,))
     outcome = store.write([first, later], 1.0)
-    assert (outcome.windows_lost, outcome.selection_changes) == (2, 1)
+    assert (outcome.windows_lost, outcome.provenance_changes) == (2, 1)
     bed = store.get_bed("bed-1")
     assert bed is not None
     assert (bed.windows_lost, bed.last_models, bed.strip_mv, bed.strip_hz) == (2, ["cnn@2", "rr-af@1"], [0.3], 50.0)
+    # A partial score (a member skipped for the deadline) is no change of selection, nor is the next full one.
+    partial = make_score("bed-1", 1020.0, models=("rr-af@1",), extra={"partial": 1, "skipped_models": "cnn@2"})
+    full = make_score("bed-1", 1025.0, models=("cnn@2", "rr-af@1"))
+    assert store.write([partial, full], 1.5).provenance_changes == 0
     # A stream that restarts hours later is not counted as lost windows.
     assert store.write([make_score("bed-1", 1015.0 + 3600 * 5)], 2.0).windows_lost == 0
     # A gap window has no strip: the bed's strip is cleared rather than showing an older one as current.

@@ -123,15 +123,17 @@ def test_ensemble_metrics_and_ui_config(client: TestClient, feed: Feed, make_sco
                   make_score("bed-2", 100.0, state="unscorable", risk=None, reason="noise", models=())])
     ensemble = client.get("/api/ensemble").json()
     assert (ensemble["windows_scored"], ensemble["windows_unscorable"], ensemble["windows_lost"]) == (2, 1, 1)
-    assert ensemble["selection_changes"] == 1 and ensemble["throughput_windows_per_s"] > 0
+    # Selection changes come from the workers' plans (none here); a bed's members changing is provenance.
+    assert (ensemble["selection_changes"], ensemble["provenance_changes"]) == (0, 1)
+    assert ensemble["throughput_windows_per_s"] > 0
     assert {m["model"] for m in ensemble["served_models"]} == {"rr-af@1", "cnn@2"}
     assert ensemble["latency"]["n"] == 3 and ensemble["latency"]["histogram"]["+Inf"] == 3
     for field in ("selection", "budget_ms", "predicted_vs_measured_latency", "replans"):
-        assert ensemble[field]["available"] is False and "issue 5" in ensemble[field]["reason"]
+        assert ensemble[field]["available"] is False and "plans topic" in ensemble[field]["reason"]
     assert ensemble["dead_letters"]["state"] == "disabled"
     text = client.get("/metrics").text
     for line in ('holmes_windows_total{status="ok"} 2.0', 'holmes_windows_total{status="unscorable"} 1.0',
-                 "holmes_windows_lost_total 1.0", "holmes_model_selection_changes_total 1.0",
+                 "holmes_windows_lost_total 1.0", "holmes_bed_model_changes_total 1.0",
                  "holmes_score_latency_seconds_count 3.0", "holmes_scores_received_total 0.0",
                  'holmes_http_request_duration_seconds_count{method="GET",route="/api/ensemble",status="200"} 1.0'):
         assert line in text, line

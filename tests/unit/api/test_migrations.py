@@ -6,12 +6,13 @@ from collections.abc import Iterator
 
 import pytest
 import sqlalchemy as sa
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Engine
 
 from api.db import make_engine
-from api.migrate import BASELINE_REVISION, VERSION_TABLE, api_revision, head_revision, upgrade_api
+from api.migrate import BASELINE_REVISION, VERSION_TABLE, alembic_config, api_revision, head_revision, upgrade_api
 from api.tables import Base
 
 
@@ -27,7 +28,8 @@ def test_upgrade_creates_everything_and_is_idempotent(engine: Engine) -> None:
     upgrade_api(engine)
     assert api_revision(engine) == head_revision()
     tables = set(sa.inspect(engine).get_table_names())
-    assert tables >= {"scores", "beds", "alerts", "alert_events", "users", "user_sessions", "audit_log", VERSION_TABLE}
+    assert tables >= {"scores", "beds", "alerts", "alert_events", "users", "user_sessions", "audit_log",
+                      "ensemble_plans", VERSION_TABLE}
 
 
 def test_the_tables_match_the_newest_migration(engine: Engine) -> None:
@@ -60,3 +62,28 @@ def test_the_registry_tree_lives_beside_it(engine: Engine) -> None:
     upgrade_api(engine)
     upgrade_registry(engine)
     assert api_revision(engine) == head_revision() and registry_revision(engine) is not None
+
+
+def _downgrade(engine: Engine, revision: str) -> None:
+    config = alembic_config()
+    with engine.begin() as conn:
+        config.attributes["connection"] = conn
+        command.downgrade(config, revision)
+
+
+def test_the_plans_table_downgrades_and_upgrades_again(engine: Engine) -> None:
+    from api.plans import PlanStore
+    from ingest.schemas import PlanRecord
+
+    upgrade_api(engine)
+    plan = PlanRecord(worker_id="w1", plan_id=0, at_s=1.0, reason="start", members=("a@1",), previous=(),
+                      budget_ms=1000.0, predicted_p50_ms=100.0, predicted_p99_ms=300.0, objective=0.9, beds=4,
+                      hop_s=5.0, windows_per_s=0.8)
+    assert len(PlanStore(engine).add_many([plan], 2.0).inserted) == 1
+    _downgrade(engine, "0002_api_dashboard")
+    assert api_revision(engine) == "0002_api_dashboard"
+    assert "ensemble_plans" not in sa.inspect(engine).get_table_names()
+    upgrade_api(engine)
+    assert api_revision(engine) == head_revision() == "0003_api_ensemble_plans"
+    store = PlanStore(engine)
+    assert store.counts() == (0, 0) and len(store.add_many([plan, plan], 3.0).inserted) == 1

@@ -15,7 +15,8 @@ from schemathesis.python import asgi  # noqa: E402
 from api import create_app  # noqa: E402
 from api.db import ScoreStore, make_engine  # noqa: E402
 from api.migrate import upgrade_api  # noqa: E402
-from ingest.schemas import ScoreRecord  # noqa: E402
+from api.plans import PlanStore  # noqa: E402
+from ingest.schemas import PlanRecord, ScoreRecord  # noqa: E402
 
 from .conftest import ADMIN, app_config  # noqa: E402
 
@@ -25,7 +26,8 @@ REGISTRY_PREFIX = "/api/models"
 
 
 @pytest.fixture
-def api_schema(tmp_path: Path, data_dir: Path, make_score: Callable[..., ScoreRecord]) -> Iterator[Any]:
+def api_schema(tmp_path: Path, data_dir: Path, make_score: Callable[..., ScoreRecord],
+               make_plan: Callable[..., PlanRecord]) -> Iterator[Any]:
     """The schema of an app on a fresh SQLite file, with model uploads enabled."""
     from models.registry.gates import GateConfig
     from models.registry.registration import RegistrationConfig
@@ -33,13 +35,14 @@ def api_schema(tmp_path: Path, data_dir: Path, make_score: Callable[..., ScoreRe
     registration = RegistrationConfig(artifact_root=tmp_path / "models", data_dir=data_dir,
                                       gates=GateConfig(batch_sizes=(1,)))
     url = f"sqlite:///{tmp_path / 'fuzz.db'}"
-    # Some history, an alert and a strip, so that the reads serialise real rows.
+    # Some history, an alert, a strip and ensemble plans, so that the reads serialise real rows.
     engine = make_engine(url)
     upgrade_api(engine)
     risks = [0.1, 0.9, 0.95, 0.9, 0.2, 0.1, 0.1, 0.1]
     ScoreStore(engine).write([make_score(f"bed-{b}", 1_700_000_000.0 + 5 * i, risk=r, strip_hz=50.0,
                                          strip_mv=(0.1, 0.5, -0.2)) for b in (1, 2) for i, r in enumerate(risks)],
                              received_at_s=1_700_000_100.0)
+    PlanStore(engine).add_many([make_plan("w1", 0), make_plan("w1", 1), make_plan("w2", 0)], 1_700_000_100.0)
     engine.dispose()
     app = create_app(app_config(url), registration)
     yield schemathesis.openapi.from_asgi("/openapi.json", app)
