@@ -82,11 +82,17 @@ class PlannerConfig:
 
 
 class Slowdown:
-    """Measured / profiled time per model, smoothed (exponential moving average of each batch's ratio)."""
+    """Measured / profiled time per model, smoothed (exponential moving average of each batch's ratio).
 
-    def __init__(self, latency: LatencyModel, alpha: float = 0.1) -> None:
+    Calls the profile puts under ``min_expected_ms`` are not counted: at that scale a measurement is mostly
+    the wait for the GIL or a core (the event loop, the broker and the API share the machine), which says
+    nothing about the model, and those models cannot move the latency much anyway.
+    """
+
+    def __init__(self, latency: LatencyModel, alpha: float = 0.1, min_expected_ms: float = 2.0) -> None:
         self._latency = latency
         self._alpha = alpha
+        self._min_expected_ms = min_expected_ms
         self._ratio: dict[str, float] = {}
         self._lock = threading.Lock()
 
@@ -96,7 +102,7 @@ class Slowdown:
         if profile is None or batch < 1:
             return
         expected_ms = profile(batch)
-        if expected_ms <= 0:
+        if expected_ms < self._min_expected_ms:
             return
         ratio = seconds * 1000.0 / expected_ms
         with self._lock:

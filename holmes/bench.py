@@ -291,6 +291,11 @@ def summarise(options: BenchOptions, expected: int, listener: ScoreListener, sam
         "deadline_miss_rate": round(missed / expected, 4) if expected else 0.0,
         "throughput_windows_per_s": round(scored / wall_s, 2) if wall_s > 0 else 0.0,
         "stages_ms": stage_percentiles(listener.stages),
+        "worker_stages_ms": {
+            k: {"p50": round(float(np.percentile(v, 50)), 1), "p99": round(float(np.percentile(v, 99)), 1)}
+            for k in WORKER_STAGES
+            if (v := [float(e[k]) for e in listener.extras.values() if isinstance(e.get(k), int | float)])
+        },
         "cpu_seconds": round(sampler.cpu_seconds, 1),
         "cpu_seconds_by_process": sampler.cpu_by_name(),
         "peak_rss_mb": round(sampler.peak_rss_mb, 1),
@@ -300,6 +305,7 @@ def summarise(options: BenchOptions, expected: int, listener: ScoreListener, sam
 
 
 STAGES = ("worker", "kafka_to_api", "api", "websocket")
+WORKER_STAGES = ("ingest_ms", "queue_ms", "exec_ms", "batch")
 
 
 def stage_percentiles(stages: dict[tuple[str, float], tuple[float, ...]]) -> dict[str, dict[str, float]]:
@@ -330,6 +336,8 @@ def format_result(r: dict[str, Any]) -> str:
         f"(deadline {r['deadline_ms']:.0f} ms, miss rate {r['deadline_miss_rate']:.2%})\n"
         f"{predicted}"
         f"  stages ms (p50/p99): {stages}\n"
+        f"  in the worker (p50/p99): "
+        + ", ".join(f"{k} {v['p50']}/{v['p99']}" for k, v in r.get("worker_stages_ms", {}).items()) + "\n"
         f"  throughput {r['throughput_windows_per_s']} windows/s, executor capacity "
         f"{r.get('capacity_windows_per_s')} windows/s\n"
         f"  cpu {r['cpu_seconds']} s {r.get('cpu_seconds_by_process', {})}, peak rss {r['peak_rss_mb']} MB\n"

@@ -66,7 +66,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from ensemble.latency import Costs, LatencyModel, Load, measure_feature_ms
     from ensemble.planner import Planner, PlannerConfig
     from ensemble.scoring import WindowScorer
-    from ingest.worker import WorkerConfig, run_worker
+    from ingest.worker import WorkerConfig, run_worker, warm_plan
     from models.zoo import load_zoo
 
     overrides = {k: v for k, v in {"window_s": args.window_s, "hop_s": args.hop_s}.items() if v is not None}
@@ -89,6 +89,10 @@ def cmd_worker(args: argparse.Namespace) -> int:
         max_members=settings.max_members,
     ))
     plan = planner.start(Load(settings.plan_beds, settings.hop_s, phases=settings.plan_phases))
+    warm_plan(plan, settings.max_batch)
+    # The executor thread and the event loop share the GIL: hand it over every 1 ms rather than 5 ms, or
+    # each torch call that gives it up may wait up to 5 ms to get it back.
+    sys.setswitchinterval(0.001)
     scorer = WindowScorer(plan, latency=latency)
     log.info("serving %s (%s); fallback %s", ", ".join(plan.member_ids), plan.reason,
              ", ".join(m.model_id for m in plan.fallback) or "none")

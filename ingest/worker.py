@@ -258,13 +258,25 @@ def build_app(config: WorkerConfig, scorer: WindowScorer, planner: Planner | Non
     plan_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="holmes-plan")
     budget_s = config.budget_ms / 1000.0 - config.deadline_margin_s
 
-    def score_batch(windows: list[Window]) -> list[tuple[ScoreRecord, bool]]:
+    def score_batch(items: list[tuple[Window, float]]) -> list[tuple[ScoreRecord, bool]]:
         plan = scorer.plan
+        started = time.time()
+        windows = [w for w, _ in items]
         verdicts = scorer.score([w.samples for w in windows], config.sample_rate_hz,
                                 [w.end_s + budget_s for w in windows] if deadlines else None)
-        return [(verdict_to_record(w, v, plan), v.partial) for w, v in zip(windows, verdicts, strict=True)]
+        done = time.time()
+        out = []
+        for (w, cut_s), v in zip(items, verdicts, strict=True):
+            record = verdict_to_record(w, v, plan)
+            if record.extra:  # where the worker's time went: chunk in -> window queued -> batch start -> done
+                record.extra.update(ingest_ms=round((cut_s - w.end_s) * 1000.0, 1),
+                                    queue_ms=round((started - cut_s) * 1000.0, 1),
+                                    exec_ms=round((done - started) * 1000.0, 1), batch=len(items))
+            out.append((record, v.partial))
+        return out
 
-    async def deliver(window: Window, result: tuple[ScoreRecord, bool]) -> None:
+    async def deliver(item: tuple[Window, float], result: tuple[ScoreRecord, bool]) -> None:
+        window = item[0]
         record, partial = result
         counters.scores += 1
         counters.partial += partial
@@ -277,11 +289,11 @@ def build_app(config: WorkerConfig, scorer: WindowScorer, planner: Planner | Non
             record.extra["measured_ms"] = round(measured_ms, 1)
         await scores.send(key=window.bed_id.encode(), value=encode_score(record))
 
-    async def scoring_failed(window: Window, exc: BaseException) -> None:
+    async def scoring_failed(item: tuple[Window, float], exc: BaseException) -> None:
         verdict = Verdict("unscorable", None, f"scoring-error: {type(exc).__name__}", None, None, ())
-        await deliver(window, (verdict_to_record(window, verdict), False))
+        await deliver(item, (verdict_to_record(item[0], verdict), False))
 
-    executor: BatchExecutor[Window, tuple[ScoreRecord, bool]] = BatchExecutor(
+    executor: BatchExecutor[tuple[Window, float], tuple[ScoreRecord, bool]] = BatchExecutor(
         score_batch, deliver, scoring_failed,
         max_batch=1 if config.exec_mode == "per-request" else config.max_batch,
         max_queue=config.max_queue,
@@ -339,12 +351,12 @@ def build_app(config: WorkerConfig, scorer: WindowScorer, planner: Planner | Non
                 counters.windows += 1
                 tracker.window(window.bed_id, window.end_s, now)
                 try:
-                    executor.submit(window)
+                    executor.submit((window, now))
                 except QueueFull:
                     counters.shed += 1
                     log.error("executor queue full; window %s@%.3f shed", window.bed_id, window.end_s)
                     shed = Verdict("unscorable", None, "shed: scoring queue full", None, None, ())
-                    await deliver(window, (verdict_to_record(window, shed), False))
+                    await deliver((window, now), (verdict_to_record(window, shed), False))
 
     @app.task
     async def start_executor() -> None:
@@ -373,6 +385,7 @@ def build_app(config: WorkerConfig, scorer: WindowScorer, planner: Planner | Non
         finally:
             replanning["busy"] = False
         if plan is not None:
+            await loop.run_in_executor(plan_pool, warm_plan, plan, config.max_batch)
             scorer.plan = plan
             log.warning("re-planned: %s", plan.reason)
             await publish_plan(plan, previous, load)
@@ -415,6 +428,17 @@ def build_app(config: WorkerConfig, scorer: WindowScorer, planner: Planner | Non
 
     app.on_before_shutdown.connect(stop_executor)
     return app
+
+
+def warm_plan(plan: ServingPlan, max_batch: int) -> None:
+    """Run every member of ``plan`` once per power-of-two batch size up to ``max_batch`` (see
+    :func:`models.zoo.warm_up`), so a new plan's first batches are not slow; models without it are skipped."""
+    from models.zoo import warm_up
+
+    sizes = [b for b in (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024) if b <= max_batch]
+    for model in (*plan.members, *plan.fallback):
+        if hasattr(model, "logits") and hasattr(model, "contract") and hasattr(model, "module"):
+            warm_up(model, sizes)  # type: ignore[arg-type]
 
 
 def _load_dict(load: Load) -> dict[str, float]:

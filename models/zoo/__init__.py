@@ -26,6 +26,7 @@ from models.zoo.served import (
     load_zoo,
     make_batch,
     profile_latency,
+    warm_up,
 )
 from models.zoo.specs import ZOO_SPECS, ZooSpec, spec_by_name
 
@@ -46,6 +47,7 @@ __all__ = [
     "make_batch",
     "metrics_by_split",
     "profile_latency",
+    "warm_up",
     "read_predictions",
     "spec_by_name",
     "validation_batch",

@@ -29,6 +29,7 @@ __all__ = [
     "load_zoo",
     "make_batch",
     "profile_latency",
+    "warm_up",
 ]
 
 SERVING_FS_HZ = 250
@@ -173,7 +174,7 @@ class ServedModel:
             raise ModelError(f"{self.model_id} needs {len(RR_FEATURE_NAMES)} RR features, got {rr.shape[1]}")
         if needs_rr and not np.all(np.isfinite(rr)):
             raise ModelError(f"non-finite RR vectors for {self.model_id}")
-        rr_t = torch.from_numpy(np.ascontiguousarray(rr, dtype=np.float32)).to(self.device) if needs_rr else None
+        rr_t = self._to_device(np.ascontiguousarray(rr, dtype=np.float32)) if needs_rr else None
         if c.kind == "rr":
             assert rr_t is not None
             return rr_t, None
@@ -188,7 +189,14 @@ class ServedModel:
         x = np.ascontiguousarray(waves[:, : c.leads, waves.shape[2] - c.n_samples :], dtype=np.float32)
         if not np.all(np.isfinite(x)):
             raise ModelError(f"non-finite samples for {self.model_id}")
-        return torch.from_numpy(x).to(self.device), rr_t
+        return self._to_device(x), rr_t
+
+    def _to_device(self, array: np.ndarray) -> torch.Tensor:
+        """One host-to-device copy per batch input; on CUDA from pinned memory, asynchronously."""
+        tensor = torch.from_numpy(array)
+        if self.device.type == "cuda":
+            return tensor.pin_memory().to(self.device, non_blocking=True)
+        return tensor.to(self.device)
 
     def _forward(self, batch: ModelBatch) -> torch.Tensor:
         x, rr = self._inputs(batch)
@@ -301,6 +309,14 @@ def _example_batch(contract: InputContract, batch_size: int, rng: np.random.Gene
     waves = beat[None, None, :] + 0.05 * rng.standard_normal((batch_size, contract.leads, n)).astype(np.float32)
     rr = np.tile(features.rr_features(np.full(int(contract.window_s / 0.8), 0.8)), (batch_size, 1))
     return ModelBatch(waves.astype(np.float32), rr.astype(np.float32))
+
+
+def warm_up(model: ServedModel, batch_sizes: Sequence[int] = DEFAULT_BATCH_SIZES) -> None:
+    """Run ``model`` once at each batch size, so the first real batches do not pay for allocator growth and
+    oneDNN primitive creation (tens of ms per new shape)."""
+    rng = np.random.default_rng(0)
+    for size in batch_sizes:
+        model.logits(_example_batch(model.contract, int(size), rng))
 
 
 def profile_latency(
