@@ -234,14 +234,15 @@ class Planner:
             reason = self._why(previous_load, load, old_slowdown, members)
             reason = f"over budget: {reason}; predicted p99 {_ms(now_pred.p99_ms)} > {self.config.budget_ms:.0f} ms"
             cheaper = self.choose(load)
-            if cheaper.members == members:  # nothing cheaper fits either: keep it, deadlines shed members
+            if set(cheaper.members) == set(members):  # nothing cheaper fits either: keep it, deadlines shed members
                 self.load = load
                 return None
             return self._switch(cheaper, load, reason)
         best = self.choose(load)
-        if best.members == members or best.objective < self.current.objective + self.config.min_gain:
+        same = set(best.members) == set(members)
+        if same or best.objective < self.current.objective + self.config.min_gain:
             self._pending = None
-            self.load = load if best.members == members else self.load
+            self.load = load if same else self.load
             return None
         if self._pending is None or self._pending.members != best.members:
             self._pending = _Pending(best.members, now_s)

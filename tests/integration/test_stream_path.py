@@ -18,7 +18,7 @@ from kafka import KafkaConsumer, KafkaProducer
 from holmes.settings import Settings
 from holmes.supervisor import Stack
 from ingest.broker import free_port
-from ingest.codec import encode_chunk
+from ingest.codec import decode_plan, encode_chunk
 from ingest.schemas import WaveformChunk
 from simulator.events import parse_event
 from simulator.kafka import kafka_sender, make_producer
@@ -132,8 +132,22 @@ def test_scores_reach_websocket_database_and_bad_input_reaches_dead_letters(
         by_bed.setdefault(bed, []).append(s)
     assert {b: len(v) for b, v in by_bed.items()} == dict.fromkeys(config.bed_ids, per_bed)
 
-    # bed-001 streams clean MIT-BIH ECG: every window scored with a real probability.
+    # bed-001 streams clean MIT-BIH ECG: every window scored with a real probability by the plan in force,
+    # whose provenance every score carries.
     assert all(s["state"] == "ok" and 0.0 <= s["risk"] <= 1.0 and s["models"] for s in by_bed["bed-001"])
+    plan_consumer = KafkaConsumer(topics.plans.name, bootstrap_servers=stack.bootstrap,
+                                  auto_offset_reset="earliest", consumer_timeout_ms=3000)
+    plans = [decode_plan(m.value) for m in plan_consumer]
+    plan_consumer.close()
+    assert plans and plans[0].reason.startswith("start") and plans[0].budget_ms > 0
+    in_force = {p.plan_id: p for p in plans}
+    for s in by_bed["bed-001"]:
+        plan = in_force[s["extra"]["plan_id"]]
+        assert set(s["models"]) <= set(plan.members)
+        # (measured_ms can be negative here: the replay runs faster than real time)
+        assert s["extra"]["budget_ms"] == plan.budget_ms and isinstance(s["extra"]["measured_ms"], float)
+        assert s["extra"]["predicted_ms"] == pytest.approx(plan.predicted_p99_ms, abs=0.1)
+        assert s["status"] == ("partial" if s["extra"]["skipped_models"] else "ok")
     # bed-002 lost seconds 12-13: the windows that contain them are incomplete, never stitched.
     incomplete = [s for s in by_bed["bed-002"] if not s["complete"]]
     assert [round(s["window_end_s"] - by_bed["bed-002"][0]["window_end_s"]) for s in incomplete] == [5, 10]

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 import pytest
 
+from ensemble.errors import EnsembleError
 from ensemble.executor import BatchExecutor, QueueFull
 
 
@@ -84,3 +85,27 @@ def test_a_failing_batch_is_counted_and_the_next_one_still_runs() -> None:
 
 async def _noop(item: int, result: int) -> None:
     return None
+
+
+def test_per_request_mode_runs_one_item_per_call_and_offline_mode_waits_for_the_period() -> None:
+    calls: list[list[int]] = []
+
+    def record(items: Sequence[int]) -> list[int]:
+        calls.append(list(items))
+        return list(items)
+
+    async def run(**kwargs: object) -> list[list[int]]:
+        calls.clear()
+        ex: BatchExecutor[int, int] = BatchExecutor(record, _noop, **kwargs)  # type: ignore[arg-type]
+        await ex.start()
+        for i in range(10):
+            ex.submit(i)
+        await ex.stop()
+        assert ex.items == 10 and ex.busy_s > 0
+        return list(calls)
+
+    assert asyncio.run(run(max_batch=1)) == [[i] for i in range(10)]
+    assert asyncio.run(run(period_s=0.2)) == [list(range(10))]  # held to the boundary, then one job
+    assert asyncio.run(run(period_s=0.2, max_batch=4)) == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
+    with pytest.raises(EnsembleError):
+        BatchExecutor(record, _noop, period_s=0.0)

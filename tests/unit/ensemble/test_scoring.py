@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from ensemble.scoring import WindowScorer, select_served
+from ensemble.errors import EnsembleError
+from ensemble.latency import LatencyModel
+from ensemble.scoring import ServingPlan, WindowScorer, select_served
 from models.data import mitdb_windows
 from models.serving import load_rr_af
 from models.zoo import ModelBatch, ServedModel, load_zoo
@@ -87,3 +90,41 @@ def test_the_legacy_rr_scorer_still_works(windows: list[np.ndarray]) -> None:
     verdicts = scorer.score(windows, 250.0)
     assert scorer.model_ids == ("rr-af@1",)
     assert all(v.state == "ok" and v.models == ("rr-af@1",) for v in verdicts)
+
+
+def _ensemble(zoo: list[ServedModel]) -> list[ServedModel]:
+    by_id = {m.model_id: m for m in zoo}
+    return [by_id[i] for i in ("rr-af@1", "resnet1d-w8d3-2l-10s@1", "resnet1d-w16d4-rr-2l-10s@1")]
+
+
+def test_a_member_that_would_miss_the_deadline_is_skipped_and_named(
+    zoo: list[ServedModel], windows: list[np.ndarray]
+) -> None:
+    members = _ensemble(zoo)
+    scorer = WindowScorer(ServingPlan.of(members), latency=LatencyModel.from_models(members))
+    now = time.time()
+    on_time = scorer.score(windows, 250.0, [now + 60.0] * len(windows))
+    late = scorer.score(windows, 250.0, [now - 1.0] * len(windows))
+    ids = tuple(m.model_id for m in members)
+    assert all(v.models == ids and not v.partial for v in on_time)
+    for v in late:  # the first member always runs; the others are dropped and named
+        assert v.state == "ok" and v.models == ids[:1] and v.skipped == ids[1:] and v.partial
+    mixed = scorer.score(windows[:2], 250.0, [now + 60.0, now - 1.0])
+    assert [v.partial for v in mixed] == [False, True]
+
+
+def test_batched_and_one_at_a_time_give_the_same_scores(zoo: list[ServedModel], windows: list[np.ndarray]) -> None:
+    scorer = WindowScorer(ServingPlan.of(_ensemble(zoo)))
+    batched = scorer.score(windows, 250.0)
+    single = [scorer.score([w], 250.0)[0] for w in windows]
+    assert [v.models for v in batched] == [v.models for v in single]
+    np.testing.assert_allclose([v.risk for v in batched], [v.risk for v in single], rtol=0, atol=1e-5)
+    risks = np.array([v.risk for v in batched])
+    assert risks[3:].min() > risks[:3].max()  # the ensemble still ranks AF above sinus rhythm
+
+
+def test_a_plan_is_checked_against_its_combiner(zoo: list[ServedModel]) -> None:
+    members = _ensemble(zoo)
+    plan = ServingPlan.of(members)
+    with pytest.raises(EnsembleError, match="combiner members"):
+        ServingPlan(tuple(members[:2]), plan.combiner)

@@ -12,7 +12,15 @@ from ensemble.scoring import Verdict
 from ingest.errors import DecodeError
 from ingest.schemas import WaveformChunk
 from ingest.windowing import Window
-from ingest.worker import STRIP_HZ, STRIP_S, check_chunk, deadletter_record, ecg_strip, verdict_to_record
+from ingest.worker import (
+    STRIP_HZ,
+    STRIP_S,
+    LoadTracker,
+    check_chunk,
+    deadletter_record,
+    ecg_strip,
+    verdict_to_record,
+)
 
 
 def window(samples: np.ndarray) -> Window:
@@ -50,3 +58,42 @@ def test_dead_letter_keeps_reason_origin_and_bytes() -> None:
     letter = json.loads(deadletter_record("truncated", "too short", "w", 3, 42, b"bed-9", b"\x00\x01"))
     assert (letter["reason"], letter["topic"], letter["partition"], letter["offset"]) == ("truncated", "w", 3, 42)
     assert base64.b64decode(letter["payload_b64"]) == b"\x00\x01" and not letter["payload_truncated"]
+
+
+def test_load_tracker_counts_live_beds_and_how_aligned_they_are() -> None:
+    tracker = LoadTracker(hop_s=5.0)
+    now = 1000.0
+    for tick in range(5):  # 50 beds, 10 falling due per 1-s tick: spread evenly
+        for bed in range(10 * tick, 10 * tick + 10):
+            tracker.window(f"bed-{bed}", end_s=now + tick, now_s=now + tick + 0.05)
+    load = tracker.load(now + 5.0)
+    assert (load.beds, load.phases) == (50, 5)
+    for bed in range(50):  # the same 50 beds, all due in one tick
+        tracker.window(f"bed-{bed}", end_s=now + 10, now_s=now + 10.05)
+    tracker.window("bed-0", end_s=now + 11, now_s=now + 11.05)  # closes that tick
+    assert tracker.load(now + 11.1).phases == 1
+    assert tracker.load(now + 30.0).beds == 0  # nobody sent for two hops
+
+
+def test_score_records_carry_the_plan_provenance() -> None:
+    from ensemble.combine import Combiner
+    from ensemble.scoring import ServingPlan
+
+    class _M:
+        name, version, model_id = "m", 1, "m@1"
+        contract = None
+
+        def predict(self, batch: object) -> np.ndarray:
+            return np.zeros(0)
+
+    class _N(_M):
+        name, model_id = "n", "n@1"
+
+    plan = ServingPlan((_M(), _N()), Combiner(("m@1", "n@1"), (1.0, 1.0)), plan_id=7, budget_ms=1000.0,
+                       predicted_p99_ms=321.04)
+    window = Window("bed-1", ("II", "V5"), np.zeros((2, 2500), dtype=np.float32), 250.0, 2500, 100.0, 10.0, 9, 0)
+    verdict = Verdict("ok", 0.9, None, 1.0, 80.0, ("m@1",), ("n@1",))
+    record = verdict_to_record(window, verdict, plan)
+    assert record.models == ("m@1",)
+    assert record.extra == {"plan_id": 7, "partial": 1, "skipped_models": "n@1", "budget_ms": 1000.0,
+                            "predicted_ms": 321.0}

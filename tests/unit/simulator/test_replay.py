@@ -219,3 +219,20 @@ def test_windows_expected_matches_the_samples_a_run_sends(simulate: Simulate) ->
     total = sum(c.n_samples for c in run.wire.chunks())
     ends = [k * 5 * FS for k in range(1, total // (5 * FS) + 1) if k * 5 * FS >= 10 * FS]
     assert windows_expected(23.0, 10.0, 5.0) == len(ends) == 3
+
+
+def test_staggered_beds_start_late_and_send_the_same_signal(simulate: Simulate) -> None:
+    run = simulate(n_beds=7, duration_s=6.0, seed=4, stagger_ticks=5)
+    assert run.stats.ticks == 6 + 4  # the last bed starts (and ends) 4 ticks late
+    expected = make_sources("synthetic", 7, None, seed=4)
+    for i in range(7):
+        bed = f"bed-{i + 1:03d}"
+        chunks = run.wire.chunks(bed)
+        offset = i % 5
+        assert [c.seq for c in chunks] == list(range(6)), "every bed sends its whole run"
+        assert [c.t0_s for c in chunks] == [START_S + offset + k for k in range(6)]
+        stream = np.concatenate([c.samples for c in chunks], axis=1)
+        assert np.array_equal(stream, expected[i].read(6 * FS))
+    # at the tick where bed-001 has sent 5 s, bed-002 has sent 4 s: their hops fall due in different ticks
+    first_send = {bed: min(t for t, b, _ in run.wire.sent if b == bed) for bed in ("bed-001", "bed-002")}
+    assert first_send["bed-002"] - first_send["bed-001"] == pytest.approx(1.0)

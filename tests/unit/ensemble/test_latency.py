@@ -1,0 +1,85 @@
+"""The latency model: profiles, monotonicity, batching, staggering, saturation, against the real zoo."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from ensemble.errors import EnsembleError
+from ensemble.latency import BatchProfile, Costs, LatencyModel, Load, measure_feature_ms
+from models.zoo import ServedModel, load_zoo
+
+
+@pytest.fixture(scope="module")
+def zoo() -> list[ServedModel]:
+    return load_zoo()
+
+
+@pytest.fixture(scope="module")
+def model(zoo: list[ServedModel]) -> LatencyModel:
+    return LatencyModel.from_models(zoo)
+
+
+def test_profile_interpolates_and_extrapolates_per_window() -> None:
+    profile = BatchProfile({1: 1.0, 4: 2.5, 256: 64.0})
+    assert profile(1) == 1.0
+    assert profile(2) == pytest.approx(1.5)
+    assert profile(512) == pytest.approx(128.0)  # past the largest: its per-window cost
+    assert profile(0) == 0.0
+    with pytest.raises(EnsembleError):
+        BatchProfile({0: 1.0})
+
+
+def test_latency_grows_with_members_and_beds(zoo: list[ServedModel], model: LatencyModel) -> None:
+    ids = sorted(m.model_id for m in zoo if m.contract.window_s == 10.0)
+    load = Load(128, phases=5)
+    singles = {m: model.predict([m], load).p99_ms for m in ids}
+    pair = model.predict(ids[:2], load).p99_ms
+    assert pair >= max(singles[ids[0]], singles[ids[1]])  # adding a member never lowers it
+    p99s = [model.predict(ids[:3], Load(b, phases=5)).p99_ms for b in (1, 16, 64, 256, 512)]
+    assert p99s == sorted(p99s)
+
+
+def test_aligned_beds_wait_longer_than_spread_ones(model: LatencyModel) -> None:
+    members = ["resnet1d-w16d4-rr-2l-10s@1"]
+    aligned = model.predict(members, Load(512, phases=1))
+    spread = model.predict(members, Load(512, phases=5))
+    assert aligned.p99_ms > 1.5 * spread.p99_ms
+    assert aligned.utilisation == pytest.approx(spread.utilisation, rel=0.05)  # same work, worse timing
+
+
+def test_batching_is_what_keeps_the_executor_up(zoo: list[ServedModel]) -> None:
+    members = ["resnet1d-w16d4-rr-2l-10s@1", "resnet1d-w16d4-1l-10s@1"]
+    batched = LatencyModel.from_models(zoo, Costs(max_batch=256))
+    per_request = LatencyModel.from_models(zoo, Costs(max_batch=1))
+    load = Load(1000, phases=5)
+    assert batched.predict(members, load).stable
+    assert batched.predict(members, load).utilisation < per_request.predict(members, load).utilisation
+
+
+def test_a_load_beyond_capacity_is_unstable(model: LatencyModel) -> None:
+    heavy = model.predict(["resnet1d-w24d6-1l-10s@1", "transformer-d32l2-2l-10s@1"], Load(5000, phases=5))
+    assert not heavy.stable and math.isinf(heavy.p99_ms) and heavy.utilisation >= 1.0
+
+
+def test_slowdown_is_counted(model: LatencyModel) -> None:
+    members = ["resnet1d-w16d4-rr-2l-10s@1"]
+    load = Load(256, phases=5)
+    base = model.predict(members, load).p99_ms
+    slow = LatencyModel(model.profiles, model.costs, {members[0]: 3.0}).predict(members, load).p99_ms
+    assert slow > base
+
+
+def test_unknown_models_and_bad_loads_are_refused(model: LatencyModel) -> None:
+    with pytest.raises(EnsembleError, match="no latency profile"):
+        model.predict(["nope@1"], Load(4))
+    with pytest.raises(EnsembleError):
+        Load(-1)
+    with pytest.raises(EnsembleError):
+        Costs(feature_ms=-1.0)
+
+
+def test_feature_cost_is_measured() -> None:
+    ms = measure_feature_ms(repeats=3)
+    assert 0.05 < ms < 100

@@ -1,0 +1,95 @@
+"""Re-planning on the real zoo: a 2x burst, beds leaving, a slower model, and no flapping in between."""
+
+from __future__ import annotations
+
+import pytest
+
+from ensemble.latency import Costs, LatencyModel, Load
+from ensemble.planner import Planner, PlannerConfig, Slowdown
+from models.zoo import ServedModel, load_zoo
+
+BUDGET_MS = 110.0  # the best ensemble fits at 64 beds (about 91 ms) but not at 128 (about 129 ms)
+
+
+@pytest.fixture(scope="module")
+def zoo() -> list[ServedModel]:
+    return load_zoo()
+
+
+@pytest.fixture()
+def planner(zoo: list[ServedModel]) -> Planner:
+    latency = LatencyModel.from_models(zoo, Costs(feature_ms=1.0))
+    return Planner(zoo, latency, PlannerConfig(budget_ms=BUDGET_MS, dwell_s=10.0, max_members=6, min_gain=0.001))
+
+
+def spread(beds: int) -> Load:
+    return Load(beds, phases=5)
+
+
+def test_start_plan_fits_the_budget_with_margin(planner: Planner) -> None:
+    plan = planner.start(spread(64))
+    assert plan.plan_id == 0 and plan.reason.startswith("start")
+    assert plan.predicted_p99_ms <= BUDGET_MS * (1 - planner.config.margin)
+    assert len(plan.members) > 1
+    assert plan.combiner.members == plan.member_ids
+    # members run cheapest first: the first always runs, so the cheapest is the one never dropped
+    costs = [planner.latency.models_ms([m], 64) for m in plan.member_ids]
+    assert costs == sorted(costs)
+
+
+def test_a_burst_replans_at_once_and_recovery_waits_for_the_dwell(planner: Planner) -> None:
+    start = planner.start(spread(64))
+    assert planner.observe(0.0, spread(64)) is None  # nothing changed
+    burst = planner.observe(1.0, spread(128))
+    assert burst is not None and burst.plan_id == 1
+    assert burst.reason.startswith("over budget: beds 64 -> 128")
+    assert burst.predicted_p99_ms <= BUDGET_MS
+    assert burst.objective < start.objective  # the cheaper ensemble is less accurate
+    assert planner.predict(start.member_ids, spread(128)).p99_ms > BUDGET_MS
+    # the beds leave again: the better ensemble must stay the best for dwell_s before it comes back
+    assert planner.observe(2.0, spread(64)) is None
+    assert planner.observe(8.0, spread(64)) is None
+    back = planner.observe(12.5, spread(64))
+    assert back is not None and set(back.member_ids) == set(start.member_ids)
+    assert back.reason.startswith("better ensemble fits: beds 128 -> 64")
+    assert planner.changes == 2
+
+
+def test_a_load_wobbling_inside_the_margin_does_not_flap(planner: Planner) -> None:
+    planner.start(spread(64))
+    t = 0.0
+    for beds in [64, 70, 66, 72, 64, 70, 68, 72, 64] * 3:
+        t += 1.0
+        assert planner.observe(t, spread(beds)) is None, f"re-planned at {beds} beds"
+    assert planner.changes == 0
+
+
+def test_a_slower_member_triggers_a_replan_naming_it(planner: Planner) -> None:
+    plan = planner.start(spread(64))
+    slowest = max(plan.member_ids, key=lambda m: planner.latency.models_ms([m], 16))
+    new = planner.observe(1.0, spread(64), {slowest: 4.0})
+    assert new is not None
+    assert f"{slowest} runs 4.00x its profile" in new.reason
+    assert new.predicted_p99_ms <= BUDGET_MS
+
+
+def test_slowdown_ignores_calls_too_small_to_measure(zoo: list[ServedModel]) -> None:
+    latency = LatencyModel.from_models(zoo)
+    slowdown = Slowdown(latency, alpha=0.5)
+    big = "resnet1d-w16d4-rr-2l-10s@1"
+    expected_s = latency.profiles[big](64) / 1000.0
+    slowdown.record(big, 64, 3 * expected_s)
+    slowdown.record(big, 64, 3 * expected_s)
+    slowdown.record("rr-af@1", 1, 0.05)  # 50 ms for a 0.07 ms call: the GIL, not the model
+    ratios = slowdown.snapshot()
+    assert ratios[big] == pytest.approx(3.0)
+    assert "rr-af@1" not in ratios
+
+
+def test_a_small_gain_is_not_worth_a_change(zoo: list[ServedModel]) -> None:
+    latency = LatencyModel.from_models(zoo, Costs(feature_ms=1.0))
+    planner = Planner(zoo, latency, PlannerConfig(budget_ms=BUDGET_MS, dwell_s=0.0, min_gain=0.05))
+    planner.start(spread(64))
+    assert planner.observe(1.0, spread(128)) is not None  # over budget: always
+    for t in range(2, 6):
+        assert planner.observe(float(t), spread(64)) is None  # better, but by less than min_gain
