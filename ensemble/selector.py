@@ -7,17 +7,18 @@ find the subset ``S`` that maximises the validation objective (ROC-AUC of the co
 smaller, then the first by name. Only the validation split is ever read for selection.
 
 Exact search. :func:`exhaustive_search` visits subsets depth first, members added cheapest first (by
-their single-model p99). Latency is monotone (adding a member never lowers it), so once ``S`` is over the
-budget no superset of ``S`` is visited, and once ``S`` together with every candidate still to come fits,
-its whole subtree is known to fit without predicting each subset. The objective is evaluated
-incrementally (a subset's score sums are its parent's plus one column), 30-50 us per subset on this
+their single-model p99), and leans on monotone latency (adding a member never lowers it) twice: once
+``S + c`` is over the budget, ``c`` joins nothing below ``S``; once ``S`` with every candidate that can
+still join it fits, its whole subtree fits and nothing there is predicted. The objective is evaluated
+incrementally (a subset's score sums are its parent's plus one column), about 40 us per subset on this
 shared 2-core machine. :func:`select` searches exactly when the search space (subsets of at most
 ``max_members`` candidates) holds at most :data:`EXACT_MAX_SUBSETS` = ``2**13`` subsets (13 candidates).
 Measured on the 15 candidates of the 10-s two-lead stream (``2**15 - 1`` subsets) with the real
-``ensemble.latency.LatencyModel`` (130-240 us per prediction): 0.1 s at tight budgets, 1.0-1.4 s where
-everything fits, but 6.6 s at a budget that splits the space (256 beds, 1 s: 31,000 latency predictions),
-too long for worker start or a re-plan on two shared cores; beam search took 0.1-0.3 s on the same
-problems and matched the exact optimum in five of six, 4e-5 below it in the sixth.
+``ensemble.latency.LatencyModel`` (130-240 us per prediction), at 1/64/256 beds and nine budgets: 0.03-
+0.8 s where the budget is tight, 1.3 s where everything fits (the objective of all 32,767 subsets alone),
+but 4.8-5.6 s where the budget splits the space (64 beds at 250-300 ms, 256 beds at 1 s: 22,000-32,000
+latency predictions). That is too long for worker start or a re-plan on two shared cores; beam search
+(below) took 0.1-0.5 s on the same nine problems and found the exact optimum in all nine.
 
 Beyond the exact limit: beam search plus local search (:func:`beam_search`). There is no cheap valid
 upper bound for branch and bound: the ROC-AUC of a logit average is neither monotone nor submodular in the
@@ -46,6 +47,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
+from scipy.special import expit
 
 from ensemble.combine import Combiner, fit_ensemble_temperature, mean_calibrated_logit
 from ensemble.errors import EnsembleError
@@ -76,7 +78,7 @@ __all__ = [
 EXACT_MAX_SUBSETS = 2**13
 """Largest search space (number of subsets) searched exhaustively by :func:`select`."""
 
-BEAM_WIDTH = 16
+BEAM_WIDTH = 32
 """Subsets kept per size by :func:`beam_search`."""
 
 RANDOM_SAMPLES = 100
@@ -90,7 +92,7 @@ LatencyFn = Callable[[tuple[str, ...]], float]
 
 
 _TIE_DECIMALS = 12  # objectives equal to 12 decimals are a tie (then the cheaper subset wins)
-_SUBTREE_CHECK = 4  # the exact search checks whether a whole subtree fits when it has >= 2**4 subsets
+_SUBTREE_CHECK = 4  # the exact search checks whether a whole subtree fits when >= 4 candidates can still join
 
 
 class NoFeasibleEnsemble(EnsembleError):
@@ -243,7 +245,9 @@ class ValidationTable:
         window_s : float, optional
             The stream's window length: the rows are the windows some model of exactly this length scored
             (the windows such a stream produces); all windows any model scored when None or when no model
-            has this length.
+            has this length. A shorter member only counts where its own window ends at the same sample
+            (at serving it would read the last part of every window), so in a 30-s table the 10-s members
+            miss the CinC windows that end off their 10-s grid.
 
         Returns
         -------
@@ -423,7 +427,7 @@ class ValidationTable:
         if set(combiner.members) != set(members):
             raise EnsembleError(f"the combiner is for {combiner.members}, not {tuple(members)}")
         z = self.combined_logits(members)
-        return np.asarray(1.0 / (1.0 + np.exp(-z / combiner.temperature)), dtype=np.float64)
+        return np.asarray(expit(z / combiner.temperature), dtype=np.float64)
 
     def metrics(self, members: Sequence[str], combiner: Combiner | None = None) -> dict[str, dict[str, Any]]:
         """Per data set: ``n``, ``n_pos``, ``roc_auc``, ``pr_auc``, ``ece``, ... of the combined probabilities
@@ -588,21 +592,23 @@ def _exhaustive(problem: _Problem) -> None:
     problem.feasible_singles()
     # Cheapest first, so the search path over-runs the budget as early as possible.
     order = sorted(range(problem.n), key=lambda i: (problem.latency((i,)), i))
-    stack: list[tuple[Subset, int, bool]] = [((), 0, False)]
+    # A node is a feasible prefix and the candidates that can still join it. Monotone latency twice over:
+    # when prefix + c is over the budget, c joins nothing below the prefix; when the prefix with every
+    # candidate left fits, so does everything below it, and nothing there needs predicting.
+    stack: list[tuple[Subset, tuple[int, ...], bool]] = [((), tuple(order), False)]
     while stack:
-        prefix, start, all_fit = stack.pop()
-        if not all_fit and problem.n - start >= _SUBTREE_CHECK:
-            # monotone latency: when the prefix with every remaining candidate fits, so does all of its subtree
-            all_fit = problem.fits(tuple(sorted((*prefix, *order[start:]))))
-        children = []
-        for pos in range(start, problem.n):
-            s = _add(prefix, order[pos])
-            if not all_fit and not problem.fits(s):
-                continue  # monotone latency: no superset of s fits either
-            problem.consider(s)
-            if len(s) < problem.max_size:
-                children.append((s, pos + 1, all_fit))
-        stack.extend(reversed(children))
+        prefix, viable, all_fit = stack.pop()
+        if not all_fit and len(viable) >= _SUBTREE_CHECK:
+            all_fit = problem.fits(tuple(sorted((*prefix, *viable))))
+        fitting = []
+        for i in viable:
+            s = _add(prefix, i)
+            if all_fit or problem.fits(s):
+                problem.consider(s)
+                fitting.append(i)
+        if len(prefix) + 1 < problem.max_size:
+            stack.extend((_add(prefix, i), tuple(fitting[k + 1 :]), all_fit) for k, i in reversed(list(
+                enumerate(fitting))) if k + 1 < len(fitting))
 
 
 def exhaustive_search(
