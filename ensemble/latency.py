@@ -159,13 +159,18 @@ class LatencyModel:
     costs : Costs
         The per-window, per-chunk and fixed costs.
     slowdown : mapping of str to float
-        Measured / profiled time per model (1 = as profiled); a model running slower than its profile
-        (a noisy neighbour, thermal throttling, a new driver) is predicted slower from then on.
+        Measured / profiled time per model beyond the contention (1 = as profiled); a model running slower
+        than its profile (thermal throttling, a new driver, a bad build) is predicted slower from then on.
+    contention : float
+        Measured / profiled time of all CPU work in the worker (features, models, decoding, publishing):
+        the profiles were measured on an idle machine; the worker shares its cores with the broker, the API
+        and the simulator. The worker measures it on feature extraction (:class:`ensemble.planner.Slowdown`).
     """
 
     profiles: dict[str, BatchProfile]
     costs: Costs = field(default_factory=Costs)
     slowdown: dict[str, float] = field(default_factory=dict)
+    contention: float = 1.0
 
     @classmethod
     def from_models(cls, models: Sequence[object], costs: Costs | None = None) -> LatencyModel:
@@ -180,25 +185,25 @@ class LatencyModel:
         return cls(profiles, costs or Costs())
 
     def with_costs(self, **changes: float) -> LatencyModel:
-        return LatencyModel(self.profiles, replace(self.costs, **changes), dict(self.slowdown))
+        return LatencyModel(self.profiles, replace(self.costs, **changes), dict(self.slowdown), self.contention)
 
     def models_ms(self, members: Sequence[str], batch: int) -> float:
         """Inference time of one batch through every member, ms."""
         try:
-            return sum(self.profiles[m](batch) * self.slowdown.get(m, 1.0) for m in members)
+            return self.contention * sum(self.profiles[m](batch) * self.slowdown.get(m, 1.0) for m in members)
         except KeyError as exc:
             raise EnsembleError(f"no latency profile for {exc.args[0]}") from exc
 
     def batch_ms(self, members: Sequence[str], batch: int) -> float:
         """Executor time of one batch: features for every window, every member, the fixed overhead."""
         c = self.costs
-        return c.batch_overhead_ms + batch * c.feature_ms + self.models_ms(members, batch)
+        return self.contention * (c.batch_overhead_ms + batch * c.feature_ms) + self.models_ms(members, batch)
 
     def predict(self, members: Sequence[str], load: Load) -> LatencyPrediction:
         """Predicted latency distribution of ``members`` at ``load`` (see the module docstring)."""
         c = self.costs
         if load.beds == 0:
-            base = c.transport_ms + self.batch_ms(members, 1) + c.deliver_ms
+            base = c.transport_ms + self.batch_ms(members, 1) + c.deliver_ms * self.contention
             return LatencyPrediction(base, base, base, 0.0, 0.0, True)
         tick_ms = load.chunk_s * 1000.0
         per_hop = load.ticks_per_hop
@@ -206,7 +211,8 @@ class LatencyModel:
         utilisation = busy_per_hop / (per_hop * tick_ms)
         if utilisation >= 1.0:
             return replace(_UNSTABLE, utilisation=utilisation)
-        chunk_span = load.beds * c.chunk_ms  # the event loop works through every bed's chunk each tick
+        chunk_span = load.beds * c.chunk_ms * self.contention  # the event loop decodes every bed's chunk
+        deliver_ms = c.deliver_ms * self.contention
         free_at = 0.0
         latencies: list[np.ndarray] = []
         batches = 0
@@ -223,7 +229,7 @@ class LatencyModel:
                 ready = int(np.searchsorted(arrivals, start, side="right"))
                 b = max(1, min(ready - i, c.max_batch))
                 done = start + self.batch_ms(members, b)
-                publish = done + c.deliver_ms * np.arange(1, b + 1)
+                publish = done + deliver_ms * np.arange(1, b + 1)
                 latencies.append(publish - t0)
                 free_at = publish[-1]
                 i += b
@@ -246,7 +252,7 @@ class LatencyModel:
             return 0.0
         full, rest = divmod(n, self.costs.max_batch)
         busy = full * self.batch_ms(members, self.costs.max_batch) + (self.batch_ms(members, rest) if rest else 0.0)
-        return busy + n * self.costs.deliver_ms
+        return busy + n * self.costs.deliver_ms * self.contention
 
 
 def measure_feature_ms(repeats: int = 20, seconds: float = 10.0, leads: int = 2, fs_hz: float = 250.0) -> float:

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 
 from ensemble.errors import EnsembleError
 from ensemble.latency import LatencyModel, LatencyPrediction, Load
-from ensemble.scoring import ServingPlan
+from ensemble.scoring import FEATURES, ServingPlan
 from ensemble.selector import NoFeasibleEnsemble, Selection, ValidationTable, candidates, select
 
 if TYPE_CHECKING:
@@ -82,11 +82,14 @@ class PlannerConfig:
 
 
 class Slowdown:
-    """Measured / profiled time per model, smoothed (exponential moving average of each batch's ratio).
+    """Measured / profiled times, smoothed (exponential moving average of each call's ratio).
 
-    Calls the profile puts under ``min_expected_ms`` are not counted: at that scale a measurement is mostly
-    the wait for the GIL or a core (the event loop, the broker and the API share the machine), which says
-    nothing about the model, and those models cannot move the latency much anyway.
+    Two figures: the **contention**, feature extraction's measured time over its idle-machine cost
+    (``costs.feature_ms`` per window): how much slower all CPU work runs in the worker, sharing its cores
+    with the broker, the API and the simulator; and per model, its measured / profiled time divided by the
+    contention: how much slower that model runs than the rest (a model that got slower). Model calls the
+    profile puts under ``min_expected_ms`` are not counted: at that scale a measurement is mostly the wait
+    for the GIL or a core, which says nothing about the model, and those models cannot move the latency much.
     """
 
     def __init__(self, latency: LatencyModel, alpha: float = 0.1, min_expected_ms: float = 2.0) -> None:
@@ -94,10 +97,19 @@ class Slowdown:
         self._alpha = alpha
         self._min_expected_ms = min_expected_ms
         self._ratio: dict[str, float] = {}
+        self._contention: float | None = None
         self._lock = threading.Lock()
 
     def record(self, model_id: str, batch: int, seconds: float) -> None:
         """One member call (``WindowScorer``'s timing hook; runs on the executor thread)."""
+        if model_id == FEATURES:
+            expected_s = batch * self._latency.costs.feature_ms / 1000.0
+            if batch >= 1 and expected_s > 0:
+                with self._lock:
+                    ratio = seconds / expected_s
+                    old = self._contention
+                    self._contention = ratio if old is None else old + self._alpha * (ratio - old)
+            return
         profile = self._latency.profiles.get(model_id)
         if profile is None or batch < 1:
             return
@@ -110,8 +122,15 @@ class Slowdown:
             self._ratio[model_id] = ratio if old is None else old + self._alpha * (ratio - old)
 
     def snapshot(self) -> dict[str, float]:
+        """Per model: measured / profiled time, divided by the contention (1 = as slow as everything else)."""
         with self._lock:
-            return dict(self._ratio)
+            contention = max(1.0, self._contention or 1.0)
+            return {m: r / contention for m, r in self._ratio.items()}
+
+    def contention(self) -> float:
+        """How much slower CPU work runs here than on the idle machine the costs were measured on (>= 1)."""
+        with self._lock:
+            return max(1.0, self._contention or 1.0)
 
 
 @dataclass(slots=True)
@@ -146,6 +165,8 @@ class Planner:
     _cache: dict[tuple[object, ...], Selection] = field(default_factory=dict)
     _pending: _Pending | None = None
     _slowdown: dict[str, float] = field(default_factory=dict)
+    _contention: float = 1.0
+    _old_contention: float = 1.0
 
     def __post_init__(self) -> None:
         served = candidates(self.models, self.config.window_s, self.config.leads)
@@ -165,13 +186,13 @@ class Planner:
 
     def predict(self, members: Sequence[str], load: Load) -> LatencyPrediction:
         """Predicted latency of ``members`` at ``load`` with the slowdowns observed so far."""
-        model = replace(self.latency, slowdown=self._slowdown)
+        model = replace(self.latency, slowdown=self._slowdown, contention=self._contention)
         return model.predict(members, load)
 
     def choose(self, load: Load) -> Selection:
         """The best ensemble whose predicted p99 at ``load`` is within ``budget * (1 - margin)``; the cheapest
         single model when none is (reported with ``method="cheapest"``)."""
-        key = (load, tuple(sorted(self._slowdown.items())))
+        key = (load, tuple(sorted(self._slowdown.items())), self._contention)
         if key in self._cache:
             return self._cache[key]
         target = self.config.budget_ms * (1.0 - self.config.margin)
@@ -220,14 +241,22 @@ class Planner:
         self.current = self.build(self.choose(load), load, f"start: planned for {load.beds} beds")
         return self.current
 
-    def observe(self, now_s: float, load: Load, slowdown: Mapping[str, float] | None = None) -> ServingPlan | None:
-        """Re-plan if needed (see the module docstring); returns the new plan, or None to keep the current."""
+    def observe(self, now_s: float, load: Load, slowdown: Mapping[str, float] | None = None,
+                contention: float | None = None) -> ServingPlan | None:
+        """Re-plan if needed (see the module docstring); returns the new plan, or None to keep the current.
+
+        ``slowdown`` and ``contention`` are :class:`Slowdown`'s figures (rounded to ``slowdown_step`` here).
+        """
         if self.current is None:
             raise EnsembleError("observe() before start()")
         previous_load = self.load or load
-        old_slowdown = self._slowdown
+        old_slowdown, old_contention = self._slowdown, self._contention
         if slowdown is not None:
             self._slowdown = self._rounded_slowdown(slowdown)
+        if contention is not None:
+            step = self.config.slowdown_step
+            self._contention = max(1.0, round(contention / step) * step)
+        self._old_contention = old_contention
         members = self.current.member_ids
         now_pred = self.predict(members, load)
         if now_pred.p99_ms > self.config.budget_ms:
@@ -267,6 +296,8 @@ class Planner:
             parts.append(f"beds {before.beds} -> {after.beds}")
         if after.phases != before.phases:
             parts.append(f"due in {after.phases} of {after.ticks_per_hop} ticks per hop (was {before.phases})")
+        if abs(self._contention - self._old_contention) > 1e-9:
+            parts.append(f"CPU work runs {self._contention:.2f}x its idle cost (was {self._old_contention:.2f}x)")
         for m in members:
             new, old = self._slowdown.get(m, 1.0), old_slowdown.get(m, 1.0)
             if abs(new - old) > 1e-9:

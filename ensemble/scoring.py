@@ -155,8 +155,10 @@ def select_served(models: Sequence[ServedModel], window_s: float, leads: int = 2
     return chosen
 
 
-#: Called after every member call: (model id, batch size, seconds).
+#: Called after every member call: (model id, batch size, seconds), and after feature extraction with
+#: :data:`FEATURES` as the id and the number of windows.
 TimingHook = Callable[[str, int, float], None]
+FEATURES = "features"
 
 
 class WindowScorer:
@@ -236,6 +238,7 @@ class WindowScorer:
             predicted to finish later skip that window (see the module docstring). None: no deadlines.
         """
         plan = self.plan  # one plan per batch even if a re-plan swaps it meanwhile
+        started = time.perf_counter()
         verdicts: list[Verdict | None] = [None] * len(signals)
         extracted: dict[int, features.WindowFeatures] = {}
         scorable: list[int] = []
@@ -254,6 +257,8 @@ class WindowScorer:
                 )
                 continue
             scorable.append(i)
+        if self.on_timing is not None and extracted:
+            self.on_timing(FEATURES, len(extracted), time.perf_counter() - started)
         members = plan.members
         n_members = len(members)
         logits = np.full((len(signals), n_members), np.nan)

@@ -262,7 +262,12 @@ def worker_figures(options: BenchOptions, stats_path: Path) -> dict[str, Any]:
         batch = 1 if options.mode == "per-request" else 256
         model = LatencyModel.from_models(zoo, Costs(feature_ms=measure_feature_ms(), max_batch=batch))
         load = Load(options.beds, options.hop_s, options.chunk_s, phases=options.stagger_ticks)
+        out["predicted_idle_ms"] = model.predict(members, load).as_dict()
+        # the worker's measured contention and per-model slowdowns: the inputs the planner itself uses
+        model.contention = float(stats.get("contention") or 1.0)
+        model.slowdown = {m: float(r) for m, r in (stats.get("slowdown") or {}).items() if m in members}
         out["predicted_ms"] = model.predict(members, load).as_dict()
+        out["contention"] = round(model.contention, 2)
     return out
 
 
@@ -324,8 +329,10 @@ def format_result(r: dict[str, Any]) -> str:
     lat = r["latency_ms"]
     stages = ", ".join(f"{k} {v['p50']}/{v['p99']}" for k, v in r.get("stages_ms", {}).items())
     pred = r.get("predicted_ms") or {}
+    idle = r.get("predicted_idle_ms") or {}
     predicted = (f"  predicted ms: p50 {pred['p50_ms']}  p99 {pred['p99_ms']} (measured/predicted p99 "
-                 f"{lat['p99'] / pred['p99_ms']:.2f})\n" if pred.get("p99_ms") and lat["p99"] else "")
+                 f"{lat['p99'] / pred['p99_ms']:.2f}; contention {r.get('contention')}x, on an idle machine "
+                 f"p99 {idle.get('p99_ms')})\n" if pred.get("p99_ms") and lat["p99"] else "")
     return (
         f"\n{r['mode']}: beds={r['beds']} ({r['phases']}) duration={r['duration_s']:.0f}s hop={r['hop_s']}s "
         f"window={r['window_s']}s\n"

@@ -378,7 +378,8 @@ def build_app(config: WorkerConfig, scorer: WindowScorer, planner: Planner | Non
             previous = scorer.plan
             loop = asyncio.get_running_loop()
             assert slowdown is not None
-            plan = await loop.run_in_executor(plan_pool, planner.observe, time.time(), load, slowdown.snapshot())
+            plan = await loop.run_in_executor(plan_pool, planner.observe, time.time(), load, slowdown.snapshot(),
+                                              slowdown.contention())
         except Exception:
             log.exception("re-planning failed; the plan in force stays")
             return
@@ -411,6 +412,7 @@ def build_app(config: WorkerConfig, scorer: WindowScorer, planner: Planner | Non
                      "predicted_p99_ms": scorer.plan.predicted_p99_ms, "reason": scorer.plan.reason},
             "replans": planner.changes if planner is not None else 0,
             "slowdown": slowdown.snapshot() if slowdown is not None else {},
+            "contention": slowdown.contention() if slowdown is not None else None,
             "load": _load_dict(tracker.load(time.time())),
             "measured_p99_ms": p99,
         })
