@@ -40,6 +40,15 @@ def bandpass_sos(fs_hz: float, low_hz: float, high_hz: float, order: int = 2) ->
     return sos
 
 
+@lru_cache(maxsize=64)
+def _sos_zi(fs_hz: float, low_hz: float, high_hz: float, order: int) -> np.ndarray:
+    """Steady-state initial conditions of :func:`bandpass_sos` (``sosfiltfilt`` recomputes them per call:
+    a companion matrix and a linear solve, a fifth of the filter's time on a 10-s window)."""
+    zi = sps.sosfilt_zi(bandpass_sos(fs_hz, low_hz, high_hz, order))
+    zi.setflags(write=False)
+    return zi
+
+
 def bandpass(
     signal_mv: np.ndarray,
     fs_hz: float,
@@ -72,4 +81,13 @@ def bandpass(
     padlen = 3 * (2 * sos.shape[0] + 1)
     if x.shape[-1] <= padlen:
         raise FeatureError(f"signal of {x.shape[-1]} samples is too short to filter (needs > {padlen})")
-    return sps.sosfiltfilt(sos, x, axis=-1)
+    # scipy.signal.sosfiltfilt (odd extension, forward-backward with steady-state initial conditions),
+    # with the initial conditions cached; the result is the same to the last bit.
+    zi = _sos_zi(float(fs_hz), float(low_hz), float(high_hz), int(order))
+    zi = zi.reshape((zi.shape[0],) + (1,) * (x.ndim - 1) + (2,))
+    ext = np.concatenate(
+        (2 * x[..., :1] - x[..., padlen:0:-1], x, 2 * x[..., -1:] - x[..., -2 : -padlen - 2 : -1]), axis=-1
+    )
+    y, _ = sps.sosfilt(sos, ext, axis=-1, zi=zi * ext[..., :1])
+    y, _ = sps.sosfilt(sos, y[..., ::-1], axis=-1, zi=zi * y[..., -1:])
+    return np.ascontiguousarray(y[..., ::-1][..., padlen:-padlen])

@@ -382,3 +382,60 @@ def run_compare(settings: Settings, options: BenchOptions) -> list[dict[str, Any
         options.json_path.write_text(json.dumps({"compare": ratios, "runs": results}, indent=2))
         print(f"wrote {options.json_path}")
     return results
+
+
+def run_sweep(
+    settings: Settings, options: BenchOptions, beds: list[int], png_path: Path | None
+) -> list[dict[str, Any]]:
+    """One benchmark per bed count (same options otherwise), a summary table, and latency vs beds as a PNG."""
+    from dataclasses import replace
+
+    results = []
+    for n in beds:
+        path = options.json_path.with_name(f"{options.json_path.stem}-{n}.json") if options.json_path else None
+        results.append(run_bench(settings, replace(options, beds=n, json_path=path)))
+    print(f"\nsweep ({options.mode}, {results[0]['phases']}):")
+    print(f"  {'beds':>5} {'p50 ms':>8} {'p99 ms':>8} {'pred p99':>9} {'lost':>5} {'partial':>8} {'miss':>7}  ensemble")
+    for r in results:
+        pred = (r.get("predicted_ms") or {}).get("p99_ms")
+        print(f"  {r['beds']:>5} {r['latency_ms']['p50']!s:>8} {r['latency_ms']['p99']!s:>8} {pred!s:>9} "
+              f"{r['windows_lost']:>5} {r.get('partial', 0)!s:>8} {r['deadline_miss_rate']:>7.2%}  "
+              f"{len(r.get('ensemble') or [])} models")
+    if png_path is not None:
+        plot_sweep(results, png_path)
+        print(f"wrote {png_path}")
+    return results
+
+
+def plot_sweep(results: list[dict[str, Any]], path: Path) -> None:
+    """Measured p50/p99 and predicted p99 against beds, with the deadline, and ensemble size on a second axis."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    beds = [r["beds"] for r in results]
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    ax.plot(beds, [r["latency_ms"]["p99"] for r in results], "o-", color="tab:red", label="measured p99")
+    ax.plot(beds, [r["latency_ms"]["p50"] for r in results], "o-", color="tab:blue", label="measured p50")
+    pred = [(r.get("predicted_ms") or {}).get("p99_ms") for r in results]
+    if any(p is not None for p in pred):
+        ax.plot(beds, [p if p is not None else float("nan") for p in pred], "s--", color="tab:red", alpha=0.5,
+                label="predicted p99")
+    ax.axhline(results[0]["deadline_ms"], color="grey", linestyle=":", label="budget")
+    ax.set_xscale("log")
+    ax.set_xticks(beds, [str(b) for b in beds])
+    ax.set_xlabel("beds (hop 5 s, 250 Hz, one worker)")
+    ax.set_ylabel("end-to-end latency, ms")
+    size = ax.twinx()
+    size.bar(beds, [len(r.get("ensemble") or []) for r in results], width=[b * 0.15 for b in beds], alpha=0.15,
+             color="tab:green")
+    size.set_ylabel("ensemble members at the end of the run", color="tab:green")
+    ax.set_zorder(size.get_zorder() + 1)
+    ax.patch.set_visible(False)
+    ax.legend(loc="upper left", fontsize=8)
+    ax.set_title(f"holmes bench, {results[0]['mode']}, beds {results[0]['phases']}", fontsize=10)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
