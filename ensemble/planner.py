@@ -63,6 +63,10 @@ class PlannerConfig:
         Slowdowns are rounded to this step before planning (measurement noise does not re-plan).
     max_members : int, optional
         Largest ensemble.
+    contention : float
+        How much slower CPU work is assumed to run than the profiles say until the worker has measured it
+        (:class:`Slowdown`): a worker sharing a small machine with the broker, the API and the simulator
+        starts with a cheaper ensemble and upgrades once measured, rather than missing deadlines first.
     """
 
     budget_ms: float = 1000.0
@@ -75,9 +79,10 @@ class PlannerConfig:
     dwell_s: float = 20.0
     slowdown_step: float = 0.25
     max_members: int | None = 6
+    contention: float = 1.0
 
     def __post_init__(self) -> None:
-        if not (self.budget_ms > 0 and 0 <= self.margin < 1 and self.min_gain >= 0 and self.dwell_s >= 0):
+        if not (self.contention >= 1.0 and self.budget_ms > 0 and 0 <= self.margin < 1 and self.min_gain >= 0 and self.dwell_s >= 0):
             raise EnsembleError(f"invalid planner config {self}")
 
 
@@ -173,6 +178,7 @@ class Planner:
         if not served:
             raise EnsembleError(f"no model can serve {self.config.window_s:g}-s {self.config.leads}-lead windows")
         self._by_id = {m.model_id: m for m in served}
+        self._contention = self._old_contention = self.config.contention
         if self.table is None:
             self.table = ValidationTable.from_models(served, window_s=self.config.window_s)
 

@@ -49,6 +49,10 @@ class WorkerSettings(CommonSettings):
     plan_beds: int = Field(default=64, ge=1, description="beds assumed by the first plan, before any is seen")
     plan_phases: int = Field(default=1, ge=1, le=3600,
                              description="ticks per hop the first plan assumes windows fall due in (1 = all at once)")
+    cpu_contention: float = Field(
+        default=1.0, ge=1.0, le=20.0,
+        description="how much slower CPU work is assumed to run than profiled until measured (shared machine)",
+    )
     replan_interval_s: float = Field(default=1.0, gt=0, le=60, description="how often the load is re-examined")
 
 
