@@ -208,7 +208,7 @@ def run_bench(settings: Settings, options: BenchOptions) -> dict[str, Any]:
         sim = stack.spawn("simulator", [
             "simulate", "--beds", str(options.beds), "--duration", str(options.duration_s),
             "--source", options.source, "--chunk-s", str(options.chunk_s), "--quiet",
-            "--stagger", str(options.stagger_ticks),
+            "--stagger", str(options.stagger_ticks), *([] if options.aligned else ["--spread"]),
         ])
         with tqdm(total=expected, desc="windows scored", unit="win", mininterval=1.0) as bar:
             deadline = None

@@ -46,6 +46,9 @@ class SimulatorConfig:
     #: own tick of the hop, as monitors switched on at different moments do. 1 = every bed in step (the
     #: worst case for the worker: all windows due at once).
     stagger_ticks: int = 1
+    #: Each bed's clock also runs a fixed fraction of a chunk late (spread evenly over the beds), so its
+    #: chunks go out at its own moment within each tick rather than all beds' at the same instant.
+    spread_within_tick: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "events", tuple(self.events))
@@ -200,6 +203,10 @@ class Simulator:
                 self._wire[bed] = WireEffects(wire, fs)
         self.edges = chunk_edges(config.duration_s, config.chunk_s, fs)
         self.offsets = [i % config.stagger_ticks for i in range(config.n_beds)]
+        # golden-ratio spacing: beds adjacent in number are far apart in phase
+        self.phases_s = [((i * 0.6180339887) % 1.0) * config.chunk_s if config.spread_within_tick else 0.0
+                         for i in range(config.n_beds)]
+        self._phase_of = dict(zip(self.bed_ids, self.phases_s, strict=True))
         late = max(self.offsets)
         #: edges of the ticks (chunk ``c`` of a bed that starts ``o`` ticks late goes out at tick ``o + c``)
         self.tick_edges = chunk_edges(config.duration_s + late * config.chunk_s, config.chunk_s, fs)
@@ -232,12 +239,13 @@ class Simulator:
         wire = self._wire
         out: list[tuple[str, bytes]] = []
         n_chunks = len(self.edges) - 1
-        for bed, src, offset in zip(self.bed_ids, self.sources, self.offsets, strict=True):
+        beds = zip(self.bed_ids, self.sources, self.offsets, self.phases_s, strict=True)
+        for bed, src, offset, phase_s in beds:
             c = seq - offset
             if not 0 <= c < n_chunks:
                 continue
             lo, hi = self.edges[c], self.edges[c + 1]
-            chunk = WaveformChunk(bed, c, t0_s, fs, src.leads, src.read(hi - lo), src.gain)
+            chunk = WaveformChunk(bed, c, t0_s + phase_s, fs, src.leads, src.read(hi - lo), src.gain)
             payload = encode_chunk(chunk)
             effects = wire.get(bed)
             if effects is None:
@@ -282,7 +290,14 @@ class Simulator:
                 else:
                     late += now > due
                 max_lag_s = max(max_lag_s, now - due)
+                if cfg.spread_within_tick:
+                    batch.sort(key=lambda item: self._phase_of[item[0]])
                 for bed, payload in batch:
+                    phase_s = self._phase_of[bed]
+                    if phase_s > 0:  # this bed's chunk is acquired phase_s after the tick: send it then
+                        wait = due + phase_s / cfg.speed - clock()
+                        if wait > 0:
+                            sleep(wait)
                     send(bed, payload)
                     sent[bed] += 1
                 bar.update((self.tick_edges[seq + 1] - self.tick_edges[seq]) / fs)

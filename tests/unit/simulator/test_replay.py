@@ -236,3 +236,15 @@ def test_staggered_beds_start_late_and_send_the_same_signal(simulate: Simulate) 
     # at the tick where bed-001 has sent 5 s, bed-002 has sent 4 s: their hops fall due in different ticks
     first_send = {bed: min(t for t, b, _ in run.wire.sent if b == bed) for bed in ("bed-001", "bed-002")}
     assert first_send["bed-002"] - first_send["bed-001"] == pytest.approx(1.0)
+
+
+def test_spread_beds_send_at_their_own_moment_within_the_tick(simulate: Simulate) -> None:
+    run = simulate(n_beds=4, duration_s=3.0, seed=4, spread_within_tick=True)
+    for i in range(4):
+        bed = f"bed-{i + 1:03d}"
+        phase = (i * 0.6180339887) % 1.0
+        chunks = run.wire.chunks(bed)
+        assert [c.t0_s for c in chunks] == pytest.approx([START_S + phase + k for k in range(3)])
+        sends = [t for t, b, _ in run.wire.sent if b == bed]
+        # chunk k is acquired over [t0, t0 + 1 s) and goes out when its last sample is in
+        assert sends == pytest.approx([c.t0_s + 1.0 for c in chunks])
