@@ -63,9 +63,8 @@ def _wait_for_signal() -> None:
 
 def cmd_worker(args: argparse.Namespace) -> int:
     """Run the windowing and scoring worker."""
-    from ensemble.latency import Costs, LatencyModel, Load, measure_feature_ms
-    from ensemble.planner import Planner, PlannerConfig
     from ensemble.scoring import WindowScorer
+    from holmes.serving import build_planner, first_load
     from ingest.worker import WorkerConfig, run_worker, warm_plan
     from models.zoo import load_zoo
 
@@ -82,13 +81,9 @@ def cmd_worker(args: argparse.Namespace) -> int:
     # One inference thread: on 2 shared cores, two threads stalled 10-15 ms at small batches (models/ZOO.md).
     torch.set_num_threads(1)
     zoo = load_zoo(settings.model_dir)
-    batch = 1 if settings.exec_mode == "per-request" else settings.max_batch
-    latency = LatencyModel.from_models(zoo, Costs(feature_ms=measure_feature_ms(), max_batch=batch))
-    planner = Planner(zoo, latency, PlannerConfig(
-        budget_ms=settings.budget_ms, window_s=settings.window_s, hop_s=settings.hop_s,
-        max_members=settings.max_members,
-    ))
-    plan = planner.start(Load(settings.plan_beds, settings.hop_s, phases=settings.plan_phases))
+    planner = build_planner(zoo, settings)
+    latency = planner.latency
+    plan = planner.start(first_load(settings))
     warm_plan(plan, settings.max_batch)
     # The executor thread and the event loop share the GIL: hand it over every 1 ms rather than 5 ms, or
     # each torch call that gives it up may wait up to 5 ms to get it back.
@@ -152,8 +147,10 @@ def cmd_api(args: argparse.Namespace) -> int:
         print(f"holmes api: {exc}", file=sys.stderr)
         return 2
     port = args.port if args.port is not None else settings.api_port
+    # No per-message deflate on the WebSocket: every score would be compressed once per client on the API's
+    # one core (a fifth of its CPU at 1,000 beds); the page runs on the hospital network.
     uvicorn.run(create_app(config, registration_config(settings)), host=args.host or settings.api_host, port=port,
-                log_level=settings.log_level, access_log=False)
+                log_level=settings.log_level, access_log=False, ws_per_message_deflate=False)
     return 0
 
 
@@ -175,7 +172,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     config = SimulatorConfig(
         n_beds=args.beds, duration_s=args.duration, source=args.source, chunk_s=args.chunk_s,
         speed=args.speed, seed=args.seed, data_dir=settings.data_dir, events=events,
-        stagger_ticks=args.stagger,
+        stagger_ticks=args.stagger, spread_within_tick=args.spread,
     )
     producer = make_producer(settings.kafka_bootstrap)
     try:
@@ -196,18 +193,36 @@ def cmd_up(args: argparse.Namespace) -> int:
     return run_up(Settings(), beds=args.beds, source=args.source, port=args.port)
 
 
+def _bed_counts(text: str) -> list[int]:
+    """``64`` or ``16,64,256``: bed counts >= 1."""
+    try:
+        beds = [int(b) for b in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a number or a comma-separated list of numbers, not {text!r}") from None
+    if not beds or min(beds) < 1:
+        raise argparse.ArgumentTypeError(f"bed counts must be >= 1, got {text!r}")
+    return beds
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     """Run the whole system embedded against N simulated beds and write the benchmark JSON."""
-    from holmes.bench import BenchOptions, run_bench, run_compare
+    from holmes.bench import BenchOptions, run_bench, run_compare, run_sweep
 
+    beds: list[int] = args.beds
+    if len(beds) > 1 and args.compare:
+        print("--compare takes one bed count", file=sys.stderr)
+        return 2
     options = BenchOptions(
-        beds=args.beds, duration_s=args.duration, hop_s=args.hop, window_s=args.window,
+        beds=beds[0], duration_s=args.duration, hop_s=args.hop, window_s=args.window,
         source=args.source, chunk_s=args.chunk_s, deadline_ms=args.deadline_ms,
         json_path=Path(args.json) if args.json else None, mode=args.mode, aligned=args.aligned,
         offline_period_s=args.offline_period,
     )
     if args.compare:
         results = run_compare(Settings(), options)
+        return 0 if all(r["windows_lost"] == 0 for r in results) else 1
+    if len(beds) > 1:
+        results = run_sweep(Settings(), options, beds, Path(args.png) if args.png else None)
         return 0 if all(r["windows_lost"] == 0 for r in results) else 1
     result = run_bench(Settings(), options)
     return 0 if result["windows_lost"] == 0 else 1
@@ -229,16 +244,56 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    """Score every record of a PhysioNet-format folder with the model served at N beds."""
-    from models.evaluate import evaluate_folder
+    """Score every record of a PhysioNet-format folder with the ensemble a worker would serve at N beds."""
+    import torch
+
+    from ensemble.latency import Load
+    from ensemble.scoring import ServingPlan, WindowScorer
+    from holmes.serving import build_planner, describe_plan, first_load
+    from models.errors import ModelError
+    from models.evaluate import evaluate_folder, infer_format
     from models.zoo import load_zoo
 
-    settings = WorkerSettings()
+    overrides: dict[str, object] = {"window_s": args.window_s} if args.window_s is not None else {}
+    base = WorkerSettings(**overrides)
+    if base.window_s not in (10.0, 30.0):
+        print(f"window_s must be 10 or 30, not {base.window_s}", file=sys.stderr)
+        return 2
+    if args.beds < 1:
+        print(f"--beds must be at least 1, not {args.beds}", file=sys.stderr)
+        return 2
+    # The worker's first plan at --beds beds; windows due in one tick per hop (--aligned, the worst case) or
+    # spread over the hop's ticks, as monitors switched on at different moments are (holmes bench's default).
+    phases = 1 if args.aligned else Load(args.beds, base.hop_s).ticks_per_hop
+    settings = base.model_copy(update={"plan_beds": args.beds, "plan_phases": phases,
+                                       **({"max_members": 1} if args.single else {})})
     folder = Path(args.data)
-    fmt = args.format or ("cinc2017" if (folder / "REFERENCE.csv").exists() else "mitdb")
     json_path = Path(args.json)
     png_path = Path(args.png) if args.png else json_path.with_suffix(".png")
-    result = evaluate_folder(folder, fmt, load_zoo(settings.model_dir), json_path, png_path, beds=args.beds)
+    torch.set_num_threads(1)  # as the worker; evaluation shares the machine's cores
+    zoo = load_zoo(settings.model_dir)
+    planner = build_planner(zoo, settings)
+    load = first_load(settings)
+    plan = planner.start(load)
+    mode = "single" if args.single else "ensemble"
+    if args.model:
+        chosen = [m for m in zoo if args.model in (m.model_id, m.name)]
+        if len(chosen) != 1:
+            print(f"--model {args.model}: {len(chosen)} zoo models match ({', '.join(m.model_id for m in zoo)})",
+                  file=sys.stderr)
+            return 2
+        plan, mode = ServingPlan.of(chosen, budget_ms=settings.budget_ms, reason=f"--model {args.model}"), "model"
+    log.info("evaluating %s with %s (%s)", folder, ", ".join(plan.member_ids), plan.reason)
+    try:
+        result = evaluate_folder(
+            folder, args.format or infer_format(folder), WindowScorer(plan), json_path, png_path,
+            window_s=settings.window_s, split=None if args.split == "all" else args.split,
+            ensemble=describe_plan(planner, plan, load, mode), recalibrate=not args.no_recalibrate,
+            progress=not args.quiet,
+        )
+    except ModelError as exc:
+        print(f"holmes evaluate: {exc}", file=sys.stderr)
+        return 2
     print(json.dumps({k: result[k] for k in ("records", "scored", "unscorable", "roc_auc", "pr_auc",
                                             "sens_at_spec95", "ece", "models")}, indent=2))
     print(f"wrote {json_path} and {png_path}")
@@ -284,10 +339,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stagger", type=int, default=1, metavar="TICKS",
                    help="bed i starts i %% TICKS chunks late, so beds' windows fall due in different ticks "
                         "(hop/chunk = spread evenly; 1 = all in step)")
+    p.add_argument("--spread", action="store_true",
+                   help="each bed's clock also runs its own fraction of a chunk late: chunks go out spread over "
+                        "each tick instead of all at its start")
     p.set_defaults(fn=cmd_simulate)
 
     p = sub.add_parser("bench", help="end-to-end benchmark: beds -> broker -> worker -> API -> WebSocket")
-    p.add_argument("--beds", type=int, required=True)
+    p.add_argument("--beds", required=True, type=_bed_counts,
+                   help="beds, or a comma-separated list for a sweep (e.g. 16,64,256,1000)")
+    p.add_argument("--png", default=None, help="sweep: latency vs beds plot")
     p.add_argument("--duration", type=float, required=True, help="simulated seconds of streaming")
     p.add_argument("--hop", type=float, default=5.0)
     p.add_argument("--window", type=float, default=10.0)
@@ -317,8 +377,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="a folder in the format of ../shared/data/cinc2017 or mitdb")
     p.add_argument("--format", choices=["cinc2017", "mitdb"], default=None, help="default: guessed from the folder")
     p.add_argument("--beds", type=int, default=64, help="the load the served ensemble is chosen for")
+    p.add_argument("--aligned", action="store_true",
+                   help="plan for every bed's windows falling due in the same tick (worst case); default: beds "
+                        "spread over the hop, as holmes bench")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--single", action="store_true",
+                       help="serve the best single model the planner would choose at N beds (ensembles of one)")
+    which.add_argument("--model", default=None, metavar="ID", help="serve this one zoo model (name or name@version)")
+    p.add_argument("--split", choices=["all", "train", "val", "test"], default="all",
+                   help="score only the records of this fixed split (models/SPLITS.md); test = held-out figures")
+    p.add_argument("--window-s", type=float, default=None, help="the stream's window, 10 or 30 (default "
+                   "HOLMES_WINDOW_S)")
+    p.add_argument("--no-recalibrate", action="store_true",
+                   help="skip the record recalibration reported beside the headline (Platt on the folder's "
+                        "validation records, which are scored for it)")
     p.add_argument("--json", required=True)
     p.add_argument("--png", default=None, help="default: the JSON path with .png")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(fn=cmd_evaluate)
 
     from holmes.cli_ensemble import add_ensemble_commands

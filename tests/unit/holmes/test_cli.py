@@ -19,7 +19,16 @@ def test_help_lists_every_command() -> None:
 
 def test_bench_arguments() -> None:
     args = build_parser().parse_args(["bench", "--beds", "64", "--duration", "60", "--hop", "2.5", "--json", "x.json"])
-    assert (args.beds, args.duration, args.hop, args.json) == (64, 60.0, 2.5, "x.json")
+    assert (args.beds, args.duration, args.hop, args.json) == ([64], 60.0, 2.5, "x.json")
+    sweep = build_parser().parse_args(["bench", "--beds", "16,64,1000", "--duration", "30", "--compare"])
+    assert sweep.beds == [16, 64, 1000] and sweep.compare and sweep.mode == "batched" and not sweep.aligned
+
+
+@pytest.mark.parametrize("beds", ["0", "16,x", "-4"])
+def test_bench_refuses_bad_bed_counts(beds: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["bench", "--beds", beds, "--duration", "60"])
+    assert "--beds" in capsys.readouterr().err
 
 
 def test_simulate_rejects_unknown_source(capsys: pytest.CaptureFixture[str]) -> None:

@@ -1,0 +1,88 @@
+"""How a worker builds its planner and first plan, shared by ``holmes worker`` and ``holmes evaluate``.
+
+``holmes evaluate --beds N`` must score with exactly the ensemble a worker started with
+``HOLMES_PLAN_BEDS=N`` would serve, so both commands build the planner here, from the same settings.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from holmes.settings import WorkerSettings
+
+if TYPE_CHECKING:
+    from ensemble.latency import Load
+    from ensemble.planner import Planner
+    from ensemble.scoring import ServingPlan
+    from models.zoo import ServedModel
+
+__all__ = ["build_planner", "describe_plan", "first_load"]
+
+
+def build_planner(zoo: Sequence[ServedModel], settings: WorkerSettings, feature_ms: float | None = None) -> Planner:
+    """The worker's planner: latency model from the zoo's profiles, budget, window, hop and size from settings.
+
+    ``feature_ms`` (per-window feature extraction) is timed here, as at worker start, unless given.
+    The latency model is the planner's ``latency``.
+    """
+    from ensemble.latency import Costs, LatencyModel, measure_feature_ms
+    from ensemble.planner import Planner, PlannerConfig
+
+    batch = 1 if settings.exec_mode == "per-request" else settings.max_batch
+    costs = Costs(feature_ms=measure_feature_ms() if feature_ms is None else feature_ms, max_batch=batch)
+    latency = LatencyModel.from_models(zoo, costs)
+    return Planner(zoo, latency, PlannerConfig(
+        budget_ms=settings.budget_ms, window_s=settings.window_s, hop_s=settings.hop_s,
+        max_members=settings.max_members, contention=settings.cpu_contention,
+    ))
+
+
+def first_load(settings: WorkerSettings) -> Load:
+    """The load the first plan is made for: ``plan_beds`` beds due in ``plan_phases`` ticks per hop."""
+    from ensemble.latency import Load
+
+    return Load(settings.plan_beds, settings.hop_s, phases=settings.plan_phases)
+
+
+def describe_plan(planner: Planner, plan: ServingPlan, load: Load, mode: str = "ensemble") -> dict[str, Any]:
+    """JSON-ready account of a plan at ``load``: members, validation objective, predicted latency, budget, load.
+
+    A plan the planner did not make (one given model) gets its objective and latency from the planner too.
+    """
+    table = planner.table
+    members = plan.member_ids
+    known = set(planner.candidate_ids)
+
+    def objective(ids: tuple[str, ...]) -> float | None:
+        return _finite(table.objective(ids), 4) if table is not None and set(ids) <= known else None
+
+    planned = planner.current is plan
+    prediction = planner.predict(members, load)
+    return {
+        "mode": mode,
+        "members": list(members),
+        "objective": _finite(plan.objective, 4) if planned else objective(members),
+        "objective_is": "validation ROC-AUC of the combined window score, mean over the data sets",
+        "member_objectives": {m: objective((m,)) for m in members},
+        "method": planner.choose(load).method if planned else "given",
+        "predicted_p50_ms": _finite(prediction.p50_ms, 1),
+        "predicted_p99_ms": _finite(prediction.p99_ms, 1),
+        "budget_ms": planner.config.budget_ms,
+        "beds": load.beds,
+        "phases": load.phases,
+        "aligned": load.phases == 1,
+        "hop_s": load.hop_s,
+        "window_s": planner.config.window_s,
+        "max_members": planner.config.max_members,
+        "feature_ms": round(planner.latency.costs.feature_ms, 3),
+        "max_batch": planner.latency.costs.max_batch,
+        "temperature": round(plan.combiner.temperature, 4),
+        "fallback": [f"{m.name}@{m.version}" for m in plan.fallback],
+        "reason": plan.reason,
+    }
+
+
+def _finite(value: float, digits: int) -> float | None:
+    return round(float(value), digits) if math.isfinite(value) else None
