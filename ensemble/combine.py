@@ -39,7 +39,13 @@ from scipy.special import expit, log_expit
 
 from ensemble.errors import EnsembleError
 
-__all__ = ["Combined", "Combiner", "fit_ensemble_temperature", "mean_calibrated_logit"]
+__all__ = [
+    "Combined",
+    "Combiner",
+    "fit_ensemble_temperature",
+    "fit_pattern_temperatures",
+    "mean_calibrated_logit",
+]
 
 TEMPERATURE_BOUNDS = (0.05, 20.0)
 """Search interval of the ensemble temperature (as for the member temperatures, ``models.evaluation``)."""
@@ -70,6 +76,26 @@ def mean_calibrated_logit(calibrated_logits: np.ndarray, present: np.ndarray) ->
 def _nll(z: np.ndarray, y: np.ndarray, temperature: float) -> float:
     s = z / temperature
     return float(-np.mean(y * log_expit(s) + (1.0 - y) * log_expit(-s)))
+
+
+#: A coverage pattern gets its own temperature when its validation windows hold at least this many
+#: windows and this many positives; below that the shared temperature is the better estimate.
+PATTERN_MIN_WINDOWS = 200
+PATTERN_MIN_POSITIVES = 20
+
+
+def fit_pattern_temperatures(
+    z: np.ndarray, labels: np.ndarray, present: np.ndarray
+) -> tuple[tuple[str, float], ...]:
+    """Temperatures per coverage pattern of ``present`` (``(n, M)`` bool) with enough windows and positives."""
+    out = []
+    keys = np.array(["".join("1" if v else "0" for v in row) for row in np.asarray(present, dtype=bool)])
+    y = np.asarray(labels)
+    for pattern in sorted(set(keys.tolist())):
+        rows = keys == pattern
+        if "1" in pattern and rows.sum() >= PATTERN_MIN_WINDOWS and y[rows].sum() >= PATTERN_MIN_POSITIVES:
+            out.append((pattern, fit_ensemble_temperature(z[rows], y[rows])))
+    return tuple(out)
 
 
 def fit_ensemble_temperature(z: np.ndarray, labels: np.ndarray) -> float:
@@ -131,6 +157,12 @@ class Combiner:
     members: tuple[str, ...]
     member_temperatures: tuple[float, ...]
     temperature: float = 1.0
+    #: ``((pattern, T), ...)``: a temperature for windows where exactly the members marked ``1`` in
+    #: ``pattern`` (one character per member, in order) are present. A one-lead bed is scored by the
+    #: one-lead members only, a two-lead bed by all: averaging two logits or six spreads them differently,
+    #: so one temperature cannot calibrate both. Other patterns (members skipped for lateness) use
+    #: ``temperature``.
+    pattern_temperatures: tuple[tuple[str, float], ...] = ()
 
     def __post_init__(self) -> None:
         if not self.members:
@@ -141,9 +173,12 @@ class Combiner:
             raise EnsembleError(
                 f"{len(self.member_temperatures)} temperatures for {len(self.members)} members {self.members}"
             )
-        for t in (*self.member_temperatures, self.temperature):
+        for t in (*self.member_temperatures, self.temperature, *(t for _, t in self.pattern_temperatures)):
             if not (math.isfinite(t) and t > 0):
                 raise EnsembleError(f"temperatures must be finite and positive, got {t}")
+        for pattern, _ in self.pattern_temperatures:
+            if len(pattern) != len(self.members) or set(pattern) - {"0", "1"}:
+                raise EnsembleError(f"pattern {pattern!r} does not describe {len(self.members)} members")
 
     # -- construction ------------------------------------------------------------------------------
 
@@ -186,6 +221,7 @@ class Combiner:
             "members": list(self.members),
             "member_temperatures": list(self.member_temperatures),
             "temperature": self.temperature,
+            "pattern_temperatures": dict(self.pattern_temperatures),
         }
 
     @classmethod
@@ -195,6 +231,7 @@ class Combiner:
                 tuple(str(m) for m in data["members"]),
                 tuple(float(t) for t in data["member_temperatures"]),
                 float(data["temperature"]),
+                tuple((str(p), float(t)) for p, t in dict(data.get("pattern_temperatures") or {}).items()),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise EnsembleError(f"invalid combiner description: {exc}") from exc
@@ -254,7 +291,18 @@ class Combiner:
         numpy.ndarray
             float64 probabilities, shape ``(B,)``; 0.5 for a window no member scored.
         """
-        return np.asarray(expit(self.combined_logits(logits, present) / self.temperature), dtype=np.float64)
+        x = self._check(logits)
+        mask = self._present(x, present)
+        z = mean_calibrated_logit(x / np.asarray(self.member_temperatures, dtype=np.float64), mask)
+        return np.asarray(expit(z / self.row_temperatures(mask)), dtype=np.float64)
+
+    def row_temperatures(self, present: np.ndarray) -> np.ndarray:
+        """The ensemble temperature of each row of a ``(B, M)`` present mask (see ``pattern_temperatures``)."""
+        t = np.full(present.shape[0], self.temperature)
+        for pattern, value in self.pattern_temperatures:
+            wanted = np.array([c == "1" for c in pattern])
+            t[np.all(present == wanted, axis=1)] = value
+        return t
 
     def combine_probabilities(self, probabilities: np.ndarray, present: np.ndarray | None = None) -> np.ndarray:
         """Combined AF probabilities from the members' *calibrated* probabilities (``ServedModel.predict``).
@@ -266,7 +314,7 @@ class Combiner:
         mask = self._present(p, present)
         q = np.clip(np.where(mask, p, 0.5), _P_CLIP, 1.0 - _P_CLIP)
         z = mean_calibrated_logit(np.log(q) - np.log1p(-q), mask)
-        return np.asarray(expit(z / self.temperature), dtype=np.float64)
+        return np.asarray(expit(z / self.row_temperatures(mask)), dtype=np.float64)
 
     def combine_members(self, logits_by_member: Mapping[str, np.ndarray]) -> Combined:
         """Combine whatever members finished: ``{model_id: uncalibrated logits (B,)}``.

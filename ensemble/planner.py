@@ -82,7 +82,8 @@ class PlannerConfig:
     contention: float = 1.0
 
     def __post_init__(self) -> None:
-        if not (self.contention >= 1.0 and self.budget_ms > 0 and 0 <= self.margin < 1 and self.min_gain >= 0 and self.dwell_s >= 0):
+        valid = self.budget_ms > 0 and 0 <= self.margin < 1 and self.min_gain >= 0 and self.dwell_s >= 0
+        if not (valid and self.contention >= 1.0):
             raise EnsembleError(f"invalid planner config {self}")
 
 

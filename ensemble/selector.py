@@ -49,7 +49,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 from scipy.special import expit
 
-from ensemble.combine import Combiner, fit_ensemble_temperature, mean_calibrated_logit
+from ensemble.combine import Combiner, fit_ensemble_temperature, fit_pattern_temperatures, mean_calibrated_logit
 from ensemble.errors import EnsembleError
 
 if TYPE_CHECKING:
@@ -419,7 +419,9 @@ class ValidationTable:
         members = tuple(members)
         z = self.combined_logits(members)
         temps = tuple(self.temperatures[self._index[m]] for m in members)
-        return Combiner(members, temps, fit_ensemble_temperature(z, self.labels))
+        present = self.present[:, [self._index[m] for m in members]]
+        return Combiner(members, temps, fit_ensemble_temperature(z, self.labels),
+                        fit_pattern_temperatures(z, self.labels, present))
 
     def probabilities(self, members: Sequence[str], combiner: Combiner | None = None) -> np.ndarray:
         """Combined probabilities per window with ``combiner``'s temperature (fitted here when None)."""
@@ -427,7 +429,8 @@ class ValidationTable:
         if set(combiner.members) != set(members):
             raise EnsembleError(f"the combiner is for {combiner.members}, not {tuple(members)}")
         z = self.combined_logits(members)
-        return np.asarray(expit(z / combiner.temperature), dtype=np.float64)
+        present = self.present[:, [self._index[m] for m in combiner.members]]
+        return np.asarray(expit(z / combiner.row_temperatures(present)), dtype=np.float64)
 
     def metrics(self, members: Sequence[str], combiner: Combiner | None = None) -> dict[str, dict[str, Any]]:
         """Per data set: ``n``, ``n_pos``, ``roc_auc``, ``pr_auc``, ``ece``, ... of the combined probabilities

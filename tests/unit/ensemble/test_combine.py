@@ -6,7 +6,13 @@ import numpy as np
 import pytest
 from scipy.special import expit
 
-from ensemble.combine import Combined, Combiner, fit_ensemble_temperature, mean_calibrated_logit
+from ensemble.combine import (
+    Combined,
+    Combiner,
+    fit_ensemble_temperature,
+    fit_pattern_temperatures,
+    mean_calibrated_logit,
+)
 from ensemble.errors import EnsembleError
 from ensemble.selector import ValidationTable, candidates, select
 from models.evaluation import expected_calibration_error
@@ -149,3 +155,30 @@ def test_ensemble_temperature_never_raises_the_validation_nll(zoo: list[ServedMo
             return float(-np.mean(y * np.log(q) + (1 - y) * np.log(1 - q)))
 
         assert nll(t) <= nll(1.0) + 1e-9
+
+
+def test_each_coverage_pattern_gets_its_own_temperature() -> None:
+    rng = np.random.default_rng(7)
+    n = 4000
+    y = (rng.random(n) < 0.3).astype(float)
+    # one-lead windows: only member 0 is present and under-confident; two-lead windows: both, over-confident
+    one_lead = rng.random(n) < 0.5
+    signal = np.where(y == 1, 1.0, -1.0)
+    logits = np.column_stack([signal * 0.5 + rng.normal(0, 0.5, n), signal * 4 + rng.normal(0, 3, n)])
+    logits[one_lead, 1] = np.nan
+    present = np.isfinite(logits)
+    z = mean_calibrated_logit(np.nan_to_num(logits), present)
+    patterns = dict(fit_pattern_temperatures(z, y, present))
+    assert set(patterns) == {"10", "11"}
+    assert patterns["10"] < 0.5 * patterns["11"]  # the one-member pattern needs far more sharpening
+    shared = Combiner(("a@1", "b@1"), (1.0, 1.0), fit_ensemble_temperature(z, y))
+    per_pattern = Combiner(("a@1", "b@1"), (1.0, 1.0), shared.temperature, tuple(patterns.items()))
+
+    def nll(p: np.ndarray) -> float:
+        p = np.clip(p, 1e-9, 1 - 1e-9)
+        return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
+
+    assert nll(per_pattern.combine(logits)) < nll(shared.combine(logits))
+    assert Combiner.from_dict(per_pattern.to_dict()) == per_pattern
+    partial = per_pattern.combine(logits[:3], np.array([[False, True]] * 3))  # a pattern not fitted: shared T
+    assert np.allclose(partial, 1 / (1 + np.exp(-logits[:3, 1] / shared.temperature)))
