@@ -63,7 +63,7 @@ WINDOW_LENGTHS_S: tuple[int, ...] = (10, 30)
 EVAL_HOP_S = 10
 TRAIN_HOP_S = 5
 PAD_SAMPLES = 30 * FS_HZ
-_GRID_VERSION = "1"
+_GRID_VERSION = "2"
 
 
 def default_cache_dir() -> Path:

@@ -101,11 +101,6 @@ def test_too_few_validation_records_for_a_record_recalibration(cinc_report: dict
     assert calibration["method"] is None and "at least" in calibration["why"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="features' quality gate passes ~80 % of the 10-s windows of CinC '~' records (9 % of those records "
-    "are turned away entirely); a stricter noise check belongs in features/quality.py",
-)
 def test_noisy_records_are_unscorable_in_the_majority(cinc_report: dict) -> None:
     assert cinc_report["noisy"]["unscorable"] > len(NOISY) / 2
 
