@@ -60,7 +60,10 @@ class PlannerConfig:
     dwell_s : float
         Seconds an upgrade must stay the best before it is made.
     slowdown_step : float
-        Slowdowns are rounded to this step before planning (measurement noise does not re-plan).
+        Slowdowns and contention are rounded to this step before planning.
+    change_ratio : float
+        A measured slowdown or contention replaces the one planned with only when it differs from it by
+        more than this factor, so measurement noise neither re-plans nor re-runs the search.
     max_members : int, optional
         Largest ensemble.
     contention : float
@@ -78,6 +81,7 @@ class PlannerConfig:
     min_gain: float = 0.002
     dwell_s: float = 20.0
     slowdown_step: float = 0.25
+    change_ratio: float = 1.25
     max_members: int | None = 6
     contention: float = 1.0
 
@@ -187,14 +191,50 @@ class Planner:
     def candidate_ids(self) -> list[str]:
         return list(self._by_id)
 
-    def _rounded_slowdown(self, slowdown: Mapping[str, float]) -> dict[str, float]:
+    def _sticky(self, old: float, new: float) -> float:
+        """``new`` rounded to the step when it moved more than ``change_ratio`` away from ``old``, else ``old``."""
         step = self.config.slowdown_step
-        return {m: max(1.0, round(r / step) * step) for m, r in slowdown.items() if m in self._by_id}
+        ratio = self.config.change_ratio
+        if old / ratio <= new <= old * ratio:
+            return old
+        return max(1.0, round(new / step) * step)
+
+    def _rounded_slowdown(self, slowdown: Mapping[str, float]) -> dict[str, float]:
+        out = {m: self._sticky(self._slowdown.get(m, 1.0), r) for m, r in slowdown.items() if m in self._by_id}
+        return {m: r for m, r in out.items() if r > 1.0}
+
+    @staticmethod
+    def planning_load(load: Load) -> Load:
+        """``load`` with its beds rounded up to a grid 6-12 % apart (64, 68, 72, ..., 992, 1024, ...), so beds
+        trickling in and out do not each run a new search; planning for a few beds more is the safe side."""
+        if load.beds <= 16:
+            return load
+        grid = 2 ** (load.beds.bit_length() - 5)
+        return replace(load, beds=-(-load.beds // grid) * grid)
 
     def predict(self, members: Sequence[str], load: Load) -> LatencyPrediction:
         """Predicted latency of ``members`` at ``load`` with the slowdowns observed so far."""
         model = replace(self.latency, slowdown=self._slowdown, contention=self._contention)
         return model.predict(members, load)
+
+    def fit_contention(self, members: Sequence[str], load: Load, measured_p99_ms: float) -> float:
+        """The contention at which the model predicts the measured p99 of ``members`` (never below the one in
+        use; bisection in log space up to 20x). The worker measures up to publication, so the model's share
+        of the transport after it is added."""
+        target = measured_p99_ms + self.latency.costs.transport_ms / 2
+
+        def p99(contention: float) -> float:
+            return replace(self.latency, slowdown=self._slowdown, contention=contention).predict(members, load).p99_ms
+
+        lo, hi = self._contention, 20.0
+        if p99(lo) >= target:
+            return lo
+        if p99(hi) < target:
+            return hi
+        for _ in range(10):
+            mid = math.sqrt(lo * hi)
+            lo, hi = (mid, hi) if p99(mid) < target else (lo, mid)
+        return hi
 
     def choose(self, load: Load) -> Selection:
         """The best ensemble whose predicted p99 at ``load`` is within ``budget * (1 - margin)``; the cheapest
@@ -249,10 +289,14 @@ class Planner:
         return self.current
 
     def observe(self, now_s: float, load: Load, slowdown: Mapping[str, float] | None = None,
-                contention: float | None = None) -> ServingPlan | None:
+                contention: float | None = None, measured_p99_ms: float | None = None) -> ServingPlan | None:
         """Re-plan if needed (see the module docstring); returns the new plan, or None to keep the current.
 
         ``slowdown`` and ``contention`` are :class:`Slowdown`'s figures (rounded to ``slowdown_step`` here).
+        ``measured_p99_ms`` is the worker's own p99 (acquisition to publication) over the last seconds: when
+        it is worse than the model predicts for the plan in force, the contention is raised until the
+        model agrees (:meth:`fit_contention`), so an optimistic model cannot keep an ensemble that is
+        missing its deadlines.
         """
         if self.current is None:
             raise EnsembleError("observe() before start()")
@@ -261,10 +305,14 @@ class Planner:
         if slowdown is not None:
             self._slowdown = self._rounded_slowdown(slowdown)
         if contention is not None:
-            step = self.config.slowdown_step
-            self._contention = max(1.0, round(contention / step) * step)
-        self._old_contention = old_contention
+            self._contention = self._sticky(self._contention, contention)
+        load = self.planning_load(load)
         members = self.current.member_ids
+        if measured_p99_ms is not None and math.isfinite(measured_p99_ms):
+            fitted = self.fit_contention(members, load, measured_p99_ms)
+            if fitted > self._contention:
+                self._contention = self._sticky(self._contention, fitted)
+        self._old_contention = old_contention
         now_pred = self.predict(members, load)
         if now_pred.p99_ms > self.config.budget_ms:
             reason = self._why(previous_load, load, old_slowdown, members)

@@ -93,3 +93,26 @@ def test_a_small_gain_is_not_worth_a_change(zoo: list[ServedModel]) -> None:
     assert planner.observe(1.0, spread(128)) is not None  # over budget: always
     for t in range(2, 6):
         assert planner.observe(float(t), spread(64)) is None  # better, but by less than min_gain
+
+
+def test_noisy_measurements_and_trickling_beds_do_not_rerun_the_search(planner: Planner) -> None:
+    planner.start(spread(64))
+    searches = len(planner._cache)
+    for t, (beds, contention) in enumerate([(64, 1.1), (63, 0.9), (64, 1.2), (63, 1.15), (64, 1.0)]):
+        assert planner.observe(float(t + 1), spread(beds), {}, contention) is None
+    assert len(planner._cache) == searches  # all the same planning load, contention within 1.25x of 1
+    assert [Planner.planning_load(Load(b)).beds for b in (16, 64, 65, 1000, 1025)] == [16, 64, 68, 1024, 1088]
+    planner.observe(10.0, spread(64), {}, 2.6)  # a real change is taken, rounded to the step
+    assert planner._contention == 2.5
+
+
+def test_a_measured_p99_worse_than_predicted_replans_to_something_cheaper(planner: Planner) -> None:
+    start = planner.start(spread(64))
+    # the worker measures up to publication: the model's p99 less the trip to the page
+    as_predicted = start.predicted_p99_ms - planner.latency.costs.transport_ms / 2
+    assert planner.observe(1.0, spread(64), {}, 1.0, measured_p99_ms=as_predicted) is None
+    new = planner.observe(2.0, spread(64), {}, 1.0, measured_p99_ms=3 * BUDGET_MS)
+    assert new is not None and new.reason.startswith("over budget: CPU work runs")
+    assert planner._contention > 1.0
+    # at the fitted contention the new plan is the cheaper one (here: nothing fits, so the cheapest single)
+    assert planner.predict(new.member_ids, spread(64)).p99_ms < planner.predict(start.member_ids, spread(64)).p99_ms
