@@ -55,15 +55,19 @@ class Load:
     phases : int
         Distinct ticks per hop at which beds' windows fall due: 1 = all at once (worst case),
         ``hop_s / chunk_s`` = spread evenly.
+    spread_s : float
+        Seconds over which one tick's windows reach the worker because the beds' clocks are not in step
+        within the tick (0 = all chunks sent at the tick; ``chunk_s`` = spread over the whole tick).
     """
 
     beds: int
     hop_s: float = 5.0
     chunk_s: float = 1.0
     phases: int = 1
+    spread_s: float = 0.0
 
     def __post_init__(self) -> None:
-        if self.beds < 0 or self.hop_s <= 0 or self.chunk_s <= 0 or self.phases < 1:
+        if self.beds < 0 or self.hop_s <= 0 or self.chunk_s <= 0 or self.phases < 1 or not self.spread_s >= 0:
             raise EnsembleError(f"invalid load {self}")
 
     @property
@@ -211,7 +215,9 @@ class LatencyModel:
         utilisation = busy_per_hop / (per_hop * tick_ms)
         if utilisation >= 1.0:
             return replace(_UNSTABLE, utilisation=utilisation)
-        chunk_span = load.beds * c.chunk_ms * self.contention  # the event loop decodes every bed's chunk
+        # the tick's windows reach the executor while the event loop decodes every bed's chunk, or as the
+        # beds' chunks come in over the tick when their clocks are spread
+        chunk_span = max(load.beds * c.chunk_ms * self.contention, min(load.spread_s, load.chunk_s) * 1000.0)
         deliver_ms = c.deliver_ms * self.contention
         free_at = 0.0
         latencies: list[np.ndarray] = []

@@ -207,10 +207,11 @@ class Planner:
     def planning_load(load: Load) -> Load:
         """``load`` with its beds rounded up to a grid 6-12 % apart (64, 68, 72, ..., 992, 1024, ...), so beds
         trickling in and out do not each run a new search; planning for a few beds more is the safe side."""
+        spread_s = math.floor(load.spread_s * 4) / 4  # quarter seconds, rounded down: less spread is worse
         if load.beds <= 16:
-            return load
+            return replace(load, spread_s=spread_s)
         grid = 2 ** (load.beds.bit_length() - 5)
-        return replace(load, beds=-(-load.beds // grid) * grid)
+        return replace(load, beds=-(-load.beds // grid) * grid, spread_s=spread_s)
 
     def predict(self, members: Sequence[str], load: Load) -> LatencyPrediction:
         """Predicted latency of ``members`` at ``load`` with the slowdowns observed so far."""

@@ -219,7 +219,8 @@ def run_bench(settings: Settings, options: BenchOptions) -> dict[str, Any]:
                 if not sim.alive():
                     if sim.proc.returncode != 0:
                         raise RuntimeError(f"simulator failed:\n{sim.tail()}")
-                    deadline = deadline or time.time() + options.drain_s
+                    drain_s = options.drain_s + (options.offline_period_s if options.mode == "offline" else 0.0)
+                    deadline = deadline or time.time() + drain_s
                     if time.time() > deadline:
                         break
                 time.sleep(0.2)
@@ -261,7 +262,8 @@ def worker_figures(options: BenchOptions, stats_path: Path) -> dict[str, Any]:
         zoo = [m for m in load_zoo() if m.model_id in members]
         batch = 1 if options.mode == "per-request" else 256
         model = LatencyModel.from_models(zoo, Costs(feature_ms=measure_feature_ms(), max_batch=batch))
-        load = Load(options.beds, options.hop_s, options.chunk_s, phases=options.stagger_ticks)
+        load = Load(options.beds, options.hop_s, options.chunk_s, phases=options.stagger_ticks,
+                    spread_s=0.0 if options.aligned else options.chunk_s)
         out["predicted_idle_ms"] = model.predict(members, load).as_dict()
         # the worker's measured contention and per-model slowdowns: the inputs the planner itself uses
         model.contention = float(stats.get("contention") or 1.0)
