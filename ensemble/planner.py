@@ -92,55 +92,60 @@ class PlannerConfig:
 
 
 class Slowdown:
-    """Measured / profiled times, smoothed (exponential moving average of each call's ratio).
+    """Measured / profiled times, as ratios of exponentially decayed sums (a big batch weighs more).
 
     Two figures: the **contention**, feature extraction's measured time over its idle-machine cost
     (``costs.feature_ms`` per window): how much slower all CPU work runs in the worker, sharing its cores
     with the broker, the API and the simulator; and per model, its measured / profiled time divided by the
-    contention: how much slower that model runs than the rest (a model that got slower). Model calls the
-    profile puts under ``min_expected_ms`` are not counted: at that scale a measurement is mostly the wait
-    for the GIL or a core, which says nothing about the model, and those models cannot move the latency much.
+    contention: how much slower that model runs than the rest (a model that got slower). Sums, not a mean of
+    per-call ratios: a one-window call that waited 5 ms for the GIL would otherwise count as much as a
+    200-window batch. Model calls the profile puts under ``min_expected_ms`` are not counted: at that scale
+    a measurement is mostly the wait for the GIL or a core, which says nothing about the model.
     """
 
     def __init__(self, latency: LatencyModel, alpha: float = 0.1, min_expected_ms: float = 2.0) -> None:
         self._latency = latency
-        self._alpha = alpha
+        self._keep = 1.0 - alpha
         self._min_expected_ms = min_expected_ms
-        self._ratio: dict[str, float] = {}
-        self._contention: float | None = None
+        self._sums: dict[str, list[float]] = {}  # id -> [measured s, expected s], decayed per call
         self._lock = threading.Lock()
+
+    def _add(self, key: str, measured_s: float, expected_s: float) -> None:
+        with self._lock:
+            sums = self._sums.setdefault(key, [0.0, 0.0])
+            sums[0] = sums[0] * self._keep + measured_s
+            sums[1] = sums[1] * self._keep + expected_s
+
+    def _ratio(self, key: str) -> float | None:
+        sums = self._sums.get(key)
+        return sums[0] / sums[1] if sums and sums[1] > 0 else None
 
     def record(self, model_id: str, batch: int, seconds: float) -> None:
         """One member call (``WindowScorer``'s timing hook; runs on the executor thread)."""
+        if batch < 1:
+            return
         if model_id == FEATURES:
             expected_s = batch * self._latency.costs.feature_ms / 1000.0
-            if batch >= 1 and expected_s > 0:
-                with self._lock:
-                    ratio = seconds / expected_s
-                    old = self._contention
-                    self._contention = ratio if old is None else old + self._alpha * (ratio - old)
+            if expected_s > 0:
+                self._add(FEATURES, seconds, expected_s)
             return
         profile = self._latency.profiles.get(model_id)
-        if profile is None or batch < 1:
+        if profile is None:
             return
         expected_ms = profile(batch)
-        if expected_ms < self._min_expected_ms:
-            return
-        ratio = seconds * 1000.0 / expected_ms
-        with self._lock:
-            old = self._ratio.get(model_id)
-            self._ratio[model_id] = ratio if old is None else old + self._alpha * (ratio - old)
+        if expected_ms >= self._min_expected_ms:
+            self._add(model_id, seconds, expected_ms / 1000.0)
 
     def snapshot(self) -> dict[str, float]:
         """Per model: measured / profiled time, divided by the contention (1 = as slow as everything else)."""
         with self._lock:
-            contention = max(1.0, self._contention or 1.0)
-            return {m: r / contention for m, r in self._ratio.items()}
+            contention = max(1.0, self._ratio(FEATURES) or 1.0)
+            return {m: r / contention for m in self._sums if m != FEATURES and (r := self._ratio(m)) is not None}
 
     def contention(self) -> float:
         """How much slower CPU work runs here than on the idle machine the costs were measured on (>= 1)."""
         with self._lock:
-            return max(1.0, self._contention or 1.0)
+            return max(1.0, self._ratio(FEATURES) or 1.0)
 
 
 @dataclass(slots=True)
@@ -295,9 +300,9 @@ class Planner:
 
         ``slowdown`` and ``contention`` are :class:`Slowdown`'s figures (rounded to ``slowdown_step`` here).
         ``measured_p99_ms`` is the worker's own p99 (acquisition to publication) over the last seconds: when
-        it is worse than the model predicts for the plan in force, the contention is raised until the
-        model agrees (:meth:`fit_contention`), so an optimistic model cannot keep an ensemble that is
-        missing its deadlines.
+        it comes near the budget and is worse than the model predicts for the plan in force, the contention
+        is raised until the model agrees (:meth:`fit_contention`), so an optimistic model cannot keep an
+        ensemble that is missing its deadlines.
         """
         if self.current is None:
             raise EnsembleError("observe() before start()")
@@ -309,7 +314,10 @@ class Planner:
             self._contention = self._sticky(self._contention, contention)
         load = self.planning_load(load)
         members = self.current.member_ids
-        if measured_p99_ms is not None and math.isfinite(measured_p99_ms):
+        threatened = self.config.budget_ms * (1.0 - self.config.margin / 2)
+        if measured_p99_ms is not None and math.isfinite(measured_p99_ms) and (
+            measured_p99_ms + self.latency.costs.transport_ms / 2 > threatened
+        ):  # the deadlines are really at risk, and the model may not have seen it
             fitted = self.fit_contention(members, load, measured_p99_ms)
             if fitted > self._contention:
                 self._contention = self._sticky(self._contention, fitted)
