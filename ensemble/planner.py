@@ -66,6 +66,9 @@ class PlannerConfig:
         more than this factor, so measurement noise neither re-plans nor re-runs the search.
     max_members : int, optional
         Largest ensemble.
+    pinned : tuple of str
+        Serve exactly these model ids whatever the load (no search, no re-plans): for comparisons that
+        must hold the ensemble fixed (``holmes bench --compare``).
     contention : float
         How much slower CPU work is assumed to run than the profiles say until the worker has measured it
         (:class:`Slowdown`): a worker sharing a small machine with the broker, the API and the simulator
@@ -84,6 +87,7 @@ class PlannerConfig:
     change_ratio: float = 1.25
     max_members: int | None = 6
     contention: float = 1.0
+    pinned: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         valid = self.budget_ms > 0 and 0 <= self.margin < 1 and self.min_gain >= 0 and self.dwell_s >= 0
@@ -188,6 +192,9 @@ class Planner:
         if not served:
             raise EnsembleError(f"no model can serve {self.config.window_s:g}-s {self.config.leads}-lead windows")
         self._by_id = {m.model_id: m for m in served}
+        unknown = sorted(set(self.config.pinned) - set(self._by_id))
+        if unknown:
+            raise EnsembleError(f"pinned models {unknown} are not candidates for this stream: {sorted(self._by_id)}")
         self._contention = self._old_contention = self.config.contention
         if self.table is None:
             self.table = ValidationTable.from_models(served, window_s=self.config.window_s)
@@ -248,6 +255,12 @@ class Planner:
         key = (load, tuple(sorted(self._slowdown.items())), self._contention)
         if key in self._cache:
             return self._cache[key]
+        if self.config.pinned:
+            pinned = self.config.pinned
+            chosen = Selection(pinned, self.table.objective(pinned) if self.table else math.nan,
+                               self.predict(pinned, load).p99_ms, "pinned", 0)
+            self._cache[key] = chosen
+            return chosen
         target = self.config.budget_ms * (1.0 - self.config.margin)
         assert self.table is not None
         table = self.table

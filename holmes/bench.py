@@ -54,6 +54,7 @@ class BenchOptions:
     mode: str = "batched"
     aligned: bool = False
     offline_period_s: float = 30.0
+    ensemble: str = ""
 
     @property
     def stagger_ticks(self) -> int:
@@ -195,7 +196,7 @@ def run_bench(settings: Settings, options: BenchOptions) -> dict[str, Any]:
            "HOLMES_LOG_LEVEL": "warning", "HOLMES_EXEC_MODE": options.mode,
            "HOLMES_BUDGET_MS": str(options.deadline_ms), "HOLMES_PLAN_BEDS": str(options.beds),
            "HOLMES_PLAN_PHASES": str(options.stagger_ticks),
-           "HOLMES_OFFLINE_PERIOD_S": str(options.offline_period_s)}
+           "HOLMES_OFFLINE_PERIOD_S": str(options.offline_period_s), "HOLMES_ENSEMBLE": options.ensemble}
     expected = options.beds * windows_expected(options.duration_s, options.window_s, options.hop_s)
     sampler = ResourceSampler().start()
     print(f"bench: {options.mode}, {options.beds} beds x {options.duration_s:.0f} s, hop {options.hop_s} s, "
@@ -358,7 +359,18 @@ def run_compare(settings: Settings, options: BenchOptions) -> list[dict[str, Any
     """Batched, per-request and offline back to back on the same load; prints the ratios."""
     from dataclasses import replace
 
-    results = [run_bench(settings, replace(options, mode=mode, json_path=None))
+    # One ensemble for all three modes, the one a batched worker would start with at this load, pinned
+    # (HOLMES_ENSEMBLE): only the execution differs.
+    from holmes.serving import build_planner, first_load
+    from holmes.settings import WorkerSettings
+    from models.zoo import load_zoo
+
+    plan_settings = WorkerSettings(plan_beds=options.beds, plan_phases=options.stagger_ticks,
+                                   budget_ms=options.deadline_ms, hop_s=options.hop_s, window_s=options.window_s)
+    planner = build_planner(load_zoo(), plan_settings)
+    members = ",".join(planner.start(first_load(plan_settings)).member_ids)
+    print(f"compare: every mode serves {members}", flush=True)
+    results = [run_bench(settings, replace(options, mode=mode, json_path=None, ensemble=members))
                for mode in ("batched", "per-request", "offline")]
     by_mode = {r["mode"]: r for r in results}
     b, p, o = by_mode["batched"], by_mode["per-request"], by_mode["offline"]

@@ -18,7 +18,29 @@ if TYPE_CHECKING:
     from ensemble.scoring import ServingPlan
     from models.zoo import ServedModel
 
-__all__ = ["build_planner", "describe_plan", "first_load"]
+__all__ = ["build_planner", "describe_plan", "first_load", "resolve_device"]
+
+
+def resolve_device(device: str) -> str:
+    """The torch device for ``HOLMES_DEVICE``: ``cpu``, ``cuda`` (refused without a GPU) or ``auto`` (cuda if any).
+
+    Raises ``ValueError`` when ``cuda`` is asked for and torch sees none (a CPU-only torch build, no driver, or
+    a container started without the GPU), so a worker never falls back to CPU silently.
+    """
+    import torch
+
+    if device not in ("cpu", "cuda", "auto"):
+        raise ValueError(f"HOLMES_DEVICE must be cpu, cuda or auto, not {device!r}")
+    if device == "cpu":
+        return "cpu"
+    if torch.cuda.is_available():
+        return "cuda"
+    if device == "auto":
+        return "cpu"
+    raise ValueError(
+        f"HOLMES_DEVICE=cuda but torch {torch.__version__} sees no GPU (torch.version.cuda={torch.version.cuda}): "
+        "install a CUDA build of torch and start the container with the GPU (README, Production deployment)"
+    )
 
 
 def build_planner(zoo: Sequence[ServedModel], settings: WorkerSettings, feature_ms: float | None = None) -> Planner:
@@ -36,6 +58,7 @@ def build_planner(zoo: Sequence[ServedModel], settings: WorkerSettings, feature_
     return Planner(zoo, latency, PlannerConfig(
         budget_ms=settings.budget_ms, window_s=settings.window_s, hop_s=settings.hop_s,
         max_members=settings.max_members, contention=settings.cpu_contention,
+        pinned=tuple(m.strip() for m in settings.ensemble.split(",") if m.strip()),
     ))
 
 

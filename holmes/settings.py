@@ -53,7 +53,13 @@ class WorkerSettings(CommonSettings):
         default=1.0, ge=1.0, le=20.0,
         description="how much slower CPU work is assumed to run than profiled until measured (shared machine)",
     )
+    ensemble: str = Field(
+        default="", description="comma-separated model ids to serve whatever the load (no selection, no re-plans)"
+    )
     replan_interval_s: float = Field(default=1.0, gt=0, le=60, description="how often the load is re-examined")
+    device: Literal["cpu", "cuda", "auto"] = Field(
+        default="cpu", description="where the worker runs its models; auto = cuda when torch sees a GPU, else cpu"
+    )
 
 
 class ApiSettings(CommonSettings):
@@ -78,6 +84,14 @@ class ApiSettings(CommonSettings):
     alert_raise_windows: int = Field(default=3, ge=1, le=1000, description="consecutive windows >= threshold to raise")
     alert_clear_windows: int = Field(default=3, ge=1, le=1000, description="consecutive windows < clear to clear")
     score_retention_s: float = Field(default=7 * 24 * 3600.0, ge=0, description="score history kept; 0 = forever")
+    cors_origins: str = Field(
+        default="", description="comma-separated origins (https://host[:port]) allowed to call the api from a "
+                                "browser page they serve (CORS); empty = none"
+    )
+
+    def cors_origin_list(self) -> tuple[str, ...]:
+        """``cors_origins`` as a tuple, blanks dropped."""
+        return tuple(o.strip() for o in self.cors_origins.split(",") if o.strip())
 
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{(self.state_dir / 'holmes.db').resolve()}"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from ensemble.errors import EnsembleError
 from ensemble.latency import Costs, LatencyModel, Load
 from ensemble.planner import Planner, PlannerConfig, Slowdown
 from models.zoo import ServedModel, load_zoo
@@ -116,3 +117,14 @@ def test_a_measured_p99_worse_than_predicted_replans_to_something_cheaper(planne
     assert planner._contention > 1.0
     # at the fitted contention the new plan is the cheaper one (here: nothing fits, so the cheapest single)
     assert planner.predict(new.member_ids, spread(64)).p99_ms < planner.predict(start.member_ids, spread(64)).p99_ms
+
+
+def test_a_pinned_ensemble_is_served_whatever_the_load(zoo: list[ServedModel]) -> None:
+    latency = LatencyModel.from_models(zoo, Costs(feature_ms=1.0))
+    pinned = ("rr-af@1", "resnet1d-w16d4-rr-2l-10s@1")
+    planner = Planner(zoo, latency, PlannerConfig(budget_ms=BUDGET_MS, pinned=pinned))
+    plan = planner.start(spread(64))
+    assert set(plan.member_ids) == set(pinned)
+    assert planner.observe(1.0, spread(4096)) is None  # over budget, but nothing else may be chosen
+    with pytest.raises(EnsembleError, match="not candidates"):
+        Planner(zoo, latency, PlannerConfig(pinned=("nope@1",)))
