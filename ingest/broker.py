@@ -7,6 +7,7 @@ Production points ``HOLMES_KAFKA_BOOTSTRAP`` at Apache Kafka instead and never s
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 import os
 import signal
@@ -17,6 +18,16 @@ from pathlib import Path
 from types import TracebackType
 
 from ingest.errors import IngestError
+
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> None:
+    """Runs in a child before exec: the kernel sends it SIGTERM when its parent dies, even by SIGKILL."""
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    except OSError:  # not Linux: the parent's own shutdown still stops children
+        pass
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +106,9 @@ class EmbeddedBroker:
         self._log_file = out
         env = {**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn")}
         log.info("starting embedded Tansu broker on %s", self.bootstrap)
-        self._proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        # the broker dies with the process that started it, so a killed supervisor leaves no broker behind
+        self._proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+                                      preexec_fn=die_with_parent)  # noqa: PLW1509
         try:
             wait_for_port(self.host, self.port, self.start_timeout_s)
         except BrokerError:
