@@ -43,6 +43,8 @@ MAX_CHUNK_S = 10.0
 MIN_SAMPLE_RATE_HZ = 50.0
 MAX_SAMPLE_RATE_HZ = 2000.0
 MAX_STRIP_SAMPLES = 2000
+#: ADC units per millivolt; below this an int16 sample can exceed float32's range once converted to millivolts.
+MIN_GAIN = 1e-3
 
 
 def encode_chunk(chunk: WaveformChunk) -> bytes:
@@ -63,18 +65,21 @@ def encode_chunk(chunk: WaveformChunk) -> bytes:
     except DecodeError as exc:
         raise ValueError(f"chunk would be refused by the decoder: {exc}") from exc
     bed = chunk.bed_id.encode("utf-8")
-    head = _HEAD.pack(
-        MAGIC,
-        WAVEFORM_SCHEMA_VERSION,
-        _DTYPE_CODES[samples.dtype],
-        chunk.seq,
-        chunk.t0_s,
-        chunk.sample_rate_hz,
-        chunk.gain,
-        len(chunk.leads),
-        samples.shape[1],
-        len(bed),
-    )
+    try:
+        head = _HEAD.pack(
+            MAGIC,
+            WAVEFORM_SCHEMA_VERSION,
+            _DTYPE_CODES[samples.dtype],
+            chunk.seq,
+            chunk.t0_s,
+            chunk.sample_rate_hz,
+            chunk.gain,
+            len(chunk.leads),
+            samples.shape[1],
+            len(bed),
+        )
+    except (struct.error, OverflowError) as exc:  # a gain beyond float32's range
+        raise ValueError(f"chunk header does not fit its binary layout: {exc}") from exc
     names = b"".join(bytes([len(n)]) + n.encode("ascii") for n in chunk.leads)
     data = head + bed + names + samples.tobytes()
     if len(data) > MAX_MESSAGE_BYTES:
@@ -89,8 +94,8 @@ def _check_header(seq: int, t0_s: float, fs: float, gain: float, n_leads: int, n
         raise DecodeError("bad-rate", f"sample rate {fs} Hz outside [{MIN_SAMPLE_RATE_HZ}, {MAX_SAMPLE_RATE_HZ}]")
     if not math.isfinite(t0_s) or t0_s < 0:
         raise DecodeError("bad-timestamp", f"t0_s {t0_s}")
-    if not math.isfinite(gain) or gain <= 0:
-        raise DecodeError("bad-gain", f"gain {gain}")
+    if not math.isfinite(gain) or gain < MIN_GAIN:
+        raise DecodeError("bad-gain", f"gain {gain} (at least {MIN_GAIN} ADC units per mV)")
     if not 1 <= n_leads <= MAX_LEADS:
         raise DecodeError("bad-shape", f"{n_leads} leads")
     if not 1 <= n_samples <= MAX_CHUNK_S * fs:
@@ -98,7 +103,8 @@ def _check_header(seq: int, t0_s: float, fs: float, gain: float, n_leads: int, n
 
 
 def _check_bed_id(bed_id: str) -> None:
-    if not BED_ID_RE.match(bed_id):
+    # fullmatch: the pattern's "$" also matches before a trailing newline ("bed-001\n")
+    if not BED_ID_RE.fullmatch(bed_id):
         raise DecodeError("bad-bed-id", f"bed id {bed_id[:80]!r} is not a short printable identifier")
 
 
@@ -213,11 +219,19 @@ def decode_score(data: bytes | None) -> ScoreRecord:
     return record
 
 
-def _check_score(r: ScoreRecord) -> None:
-    def number(x: object) -> bool:
-        return isinstance(x, int | float) and not isinstance(x, bool)
+def _finite_number(x: object) -> bool:
+    """A real int or float that JSON can carry (``1e999`` parses as inf; a 400-digit int overflows a float)."""
+    if not isinstance(x, int | float) or isinstance(x, bool):
+        return False
+    try:
+        return math.isfinite(x)
+    except OverflowError:
+        return False
 
-    if not isinstance(r.bed_id, str) or not BED_ID_RE.match(r.bed_id):
+
+def _check_score(r: ScoreRecord) -> None:
+    number = _finite_number
+    if not isinstance(r.bed_id, str) or not BED_ID_RE.fullmatch(r.bed_id):
         raise DecodeError("bad-bed-id", f"bed id {str(r.bed_id)[:80]!r}")
     if r.state not in _SCORE_STATES:
         raise DecodeError("wrong-schema", f"state {str(r.state)[:40]!r} is not one of {_SCORE_STATES}")
@@ -234,10 +248,21 @@ def _check_score(r: ScoreRecord) -> None:
         raise DecodeError("wrong-schema", "an ok score needs a risk")
     if not all(isinstance(m, str) for m in r.models) or not isinstance(r.complete, bool):
         raise DecodeError("wrong-schema", "models must be a list of names and complete a boolean")
-    if len(r.strip_mv) > MAX_STRIP_SAMPLES or not all(number(x) and math.isfinite(x) for x in r.strip_mv):
+    if len(r.strip_mv) > MAX_STRIP_SAMPLES or not all(number(x) for x in r.strip_mv):
         raise DecodeError("wrong-schema", f"strip_mv must be at most {MAX_STRIP_SAMPLES} finite numbers")
-    if r.strip_mv and not (r.strip_hz is not None and number(r.strip_hz) and 0 < r.strip_hz <= 500):
+    if r.strip_hz is not None and not (number(r.strip_hz) and 0 < r.strip_hz <= 500):
+        raise DecodeError("wrong-schema", "strip_hz must be in (0, 500]")
+    if r.strip_mv and r.strip_hz is None:
         raise DecodeError("wrong-schema", "a strip needs strip_hz in (0, 500]")
+    if r.reason is not None and not isinstance(r.reason, str):
+        raise DecodeError("wrong-schema", "reason must be a string")
+    if not isinstance(r.seq_last, int) or isinstance(r.seq_last, bool):
+        raise DecodeError("wrong-schema", "seq_last must be an integer")
+    if not isinstance(r.extra, dict) or not all(
+        isinstance(k, str) and (v is None or isinstance(v, str) or number(v) or isinstance(v, bool))
+        for k, v in r.extra.items()
+    ):
+        raise DecodeError("wrong-schema", "extra must map names to strings, finite numbers or null")
 
 
 _PLAN_FIELDS = {f.name: f for f in dataclasses.fields(PlanRecord)}
@@ -278,8 +303,7 @@ def decode_plan(data: bytes | None) -> PlanRecord:
 
 
 def _check_plan(p: PlanRecord) -> None:
-    def number(x: object) -> bool:
-        return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
+    number = _finite_number
 
     if not isinstance(p.worker_id, str) or not p.worker_id or len(p.worker_id) > 200:
         raise DecodeError("wrong-schema", "worker_id must be a non-empty string")

@@ -4,9 +4,11 @@ Sample positions are counted from the start of the bed's stream: the first chunk
 samples, starts at ``seq * n`` and every later chunk follows the one before it, so chunk lengths may vary
 (0.25 s at 250 Hz alternates 62 and 63 samples). Windows end at multiples of the hop (``k * hop_n`` samples
 with ``k * hop_n >= window_n``), so a worker that restarts on a stream of fixed-length chunks cuts the same
-windows. Duplicates are dropped by sequence number; a chunk that arrives early is held for up to
+windows. Duplicates are dropped by sequence number, whatever their leads; a chunk that arrives early is held for up to
 ``max_reorder_chunks`` later chunks, after which the missing span is declared a gap: its samples are marked
-invalid and every window that overlaps them is emitted as incomplete instead of being stitched.
+invalid and every window that overlaps them is emitted as incomplete instead of being stitched. A gap longer
+than ``MAX_FILLED_GAP_S`` (a monitor off for a long time, or a sequence number that leaps ahead) costs no more
+than a short one: the windows that overlap its edges are emitted, those wholly inside it are skipped.
 """
 
 from __future__ import annotations
@@ -17,6 +19,10 @@ from enum import StrEnum
 import numpy as np
 
 from ingest.schemas import WaveformChunk
+
+#: Gaps up to this long are filled sample by sample; beyond it, windows wholly inside the gap are skipped, so
+#: the work a gap costs is bounded whatever the sequence numbers say.
+MAX_FILLED_GAP_S = 300.0
 
 
 class ChunkOutcome(StrEnum):
@@ -93,6 +99,11 @@ class BedWindower:
 
     def push(self, chunk: WaveformChunk) -> tuple[ChunkOutcome, list[Window]]:
         """Feed one decoded chunk; returns what happened to it and the windows it completed."""
+        # Checked before the lead set: a late copy of a chunk from before a lead change must not restart the
+        # buffer (that re-cut windows already emitted and dropped the current stream's last window of samples).
+        if self._leads is not None and (chunk.seq < self._next_seq or chunk.seq in self._pending):
+            self.stats.duplicates += 1
+            return ChunkOutcome.DUPLICATE, []
         mv = chunk.millivolts()
         outcome = ChunkOutcome.ACCEPTED
         if self._leads != chunk.leads:
@@ -100,9 +111,6 @@ class BedWindower:
                 self.stats.resets += 1
                 outcome = ChunkOutcome.RESET
             self._restart(chunk)
-        if chunk.seq < self._next_seq or chunk.seq in self._pending:
-            self.stats.duplicates += 1
-            return ChunkOutcome.DUPLICATE, []
         windows: list[Window] = []
         if chunk.seq > self._next_seq:
             self._pending[chunk.seq] = _Pending(chunk, mv)
@@ -114,8 +122,7 @@ class BedWindower:
             self.stats.gaps += 1
             self.stats.missing_chunks += missing
             # The missing chunks are assumed as long as the last one received.
-            windows += self._write(np.full((len(self._leads or ()), missing * self._last_n), np.nan,
-                                           dtype=np.float32), self._next_seq, None)
+            windows += self._write_gap(missing * self._last_n, self._next_seq)
             self._next_seq = first
             outcome = ChunkOutcome.HELD
         else:
@@ -139,6 +146,18 @@ class BedWindower:
         self._t_ref = (self._first_index, chunk.t0_s)
         self._pending.clear()
 
+    def _write_gap(self, n_missing: int, seq: int) -> list[Window]:
+        """Mark ``n_missing`` samples missing; a gap longer than ``MAX_FILLED_GAP_S`` is not filled in full."""
+        n_leads = len(self._leads or ())
+        max_filled = max(self.window_n, round(MAX_FILLED_GAP_S * self.sample_rate_hz))
+        if n_missing <= max_filled:
+            return self._write(np.full((n_leads, n_missing), np.nan, dtype=np.float32), seq, None)
+        # One window of NaN emits the windows that overlap the gap's start and leaves the whole ring NaN, which
+        # is then right at any position: jump to the gap's end, skipping the windows wholly inside the gap.
+        windows = self._write(np.full((n_leads, self.window_n), np.nan, dtype=np.float32), seq, None)
+        self._written += n_missing - self.window_n
+        return windows
+
     def _write(self, mv: np.ndarray, seq: int, chunk: WaveformChunk | None) -> list[Window]:
         start = self._written
         if chunk is not None:
@@ -161,8 +180,10 @@ class BedWindower:
 
     def _put(self, block: np.ndarray, abs_pos: int) -> None:
         cap = self.window_n
-        i = abs_pos % cap
         n = block.shape[1]
+        if n > cap:  # a hop longer than the window: only the block's last window of samples can be kept
+            block, abs_pos, n = block[:, n - cap :], abs_pos + n - cap, cap
+        i = abs_pos % cap
         first = min(n, cap - i)
         self._buf[:, i : i + first] = block[:, :first]
         if first < n:
