@@ -28,14 +28,22 @@ $(CHROMIUM):
 	if [ "$$(id -u)" = 0 ]; then apt-get update -q && apt-get install -y -q chromium; \
 	else sudo apt-get update -q && sudo apt-get install -y -q chromium; fi
 
-test: install $(CHROMIUM)  ## the whole test suite (unit + integration against the embedded broker and real databases)
+# tests/integration/test_compose.py validates docker-compose.yml with Debian's docker-compose 1.29; no engine is
+# needed or installed (docker.io is only a recommendation).
+DOCKER_COMPOSE := /usr/bin/docker-compose
+$(DOCKER_COMPOSE):
+	if [ "$$(id -u)" = 0 ]; then apt-get update -q && apt-get install -y -q --no-install-recommends docker-compose; \
+	else sudo apt-get update -q && sudo apt-get install -y -q --no-install-recommends docker-compose; fi
+
+test: install $(CHROMIUM) $(DOCKER_COMPOSE)  ## the whole test suite (unit + integration against the embedded broker and real databases)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: install  ## ruff
 	$(VENV)/bin/ruff check .
 
-bench: install  ## end-to-end benchmark at 16, 64 and 256 beds, JSON under bench/
-	for n in 16 64 256; do $(HOLMES) bench --beds $$n --duration 120 --json bench/bench-$$n.json; done
+bench: install  ## end-to-end sweep (16..1000 beds) and the mode comparison, JSON under bench/, plot in docs/
+	$(HOLMES) bench --beds 16,64,256,1000 --duration 60 --json bench/sweep.json --png docs/latency-vs-beds.png
+	$(HOLMES) bench --beds 256 --duration 40 --aligned --compare --json bench/compare-256-aligned.json
 
 train: install  ## retrain the served model from ../shared/data (HOLMES_DATA_DIR)
 	$(HOLMES) train

@@ -13,6 +13,7 @@ from importlib.resources import files
 from typing import TYPE_CHECKING
 
 from fastapi import FastAPI, Request
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
@@ -168,6 +169,12 @@ def create_app(config: ApiConfig, registration: RegistrationConfig | None = None
 
     app.add_middleware(AuditMiddleware)
     app.add_middleware(HttpMetricsMiddleware, metrics=_metrics_of)
+    if config.cors_origins:
+        # Off by default: the page is served by this app (same origin). Bearer tokens, never cookies, so no
+        # credentials mode; inside the security headers so that preflight answers get them too.
+        app.add_middleware(CORSMiddleware, allow_origins=list(config.cors_origins), allow_credentials=False,
+                           allow_methods=["GET", "POST", "PATCH"], allow_headers=["Authorization", "Content-Type"],
+                           max_age=600)
     app.add_middleware(SecurityHeadersMiddleware)
     return app
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -15,6 +16,8 @@ from ingest.topics import Topics
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 #: The bootstrap admin token must be at least this long (``secrets.token_urlsafe(32)`` gives 43 characters).
 MIN_ADMIN_TOKEN_CHARS = 32
+#: A CORS origin as browsers send it: scheme, host and optional port; no path, no wildcard.
+_ORIGIN = re.compile(r"https?://(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?")
 
 Env = Literal["dev", "production"]
 
@@ -63,6 +66,8 @@ class ApiConfig:
     recent_dead_letters: int = 20
     #: Re-plans kept in memory for ``GET /api/ensemble`` (the table keeps them all).
     recent_plans: int = 20
+    #: Origins whose pages may call the api from a browser (CORS); empty = none (same origin only).
+    cors_origins: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not 1 <= self.fetch_max_wait_ms <= 5_000:
@@ -102,6 +107,10 @@ class ApiConfig:
             raise ConfigError(f"recent_dead_letters must be in [1, 1000], not {self.recent_dead_letters}")
         if not 1 <= self.recent_plans <= 1000:
             raise ConfigError(f"recent_plans must be in [1, 1000], not {self.recent_plans}")
+        for origin in self.cors_origins:
+            # No "*": an explicit list of the hospital's own front ends, never any site a clinician visits.
+            if not isinstance(origin, str) or not _ORIGIN.fullmatch(origin):
+                raise ConfigError(f"a CORS origin is scheme://host[:port] without a path or wildcard, not {origin!r}")
 
     @property
     def reads_need_token(self) -> bool:

@@ -64,7 +64,7 @@ def _wait_for_signal() -> None:
 def cmd_worker(args: argparse.Namespace) -> int:
     """Run the windowing and scoring worker."""
     from ensemble.scoring import WindowScorer
-    from holmes.serving import build_planner, first_load
+    from holmes.serving import build_planner, first_load, resolve_device
     from ingest.worker import WorkerConfig, run_worker, warm_plan
     from models.zoo import load_zoo
 
@@ -76,11 +76,17 @@ def cmd_worker(args: argparse.Namespace) -> int:
     if settings.window_s not in (10.0, 30.0):
         print(f"window_s must be 10 or 30, not {settings.window_s}", file=sys.stderr)
         return 2
+    try:
+        device = resolve_device(settings.device)
+    except ValueError as exc:
+        print(f"holmes worker: {exc}", file=sys.stderr)
+        return 2
     import torch
 
     # One inference thread: on 2 shared cores, two threads stalled 10-15 ms at small batches (models/ZOO.md).
     torch.set_num_threads(1)
-    zoo = load_zoo(settings.model_dir)
+    zoo = load_zoo(settings.model_dir, device=device)
+    log.info("models on %s (HOLMES_DEVICE=%s)", device, settings.device)
     planner = build_planner(zoo, settings)
     latency = planner.latency
     plan = planner.start(first_load(settings))
@@ -142,6 +148,7 @@ def cmd_api(args: argparse.Namespace) -> int:
             alert_raise_windows=settings.alert_raise_windows,
             alert_clear_windows=settings.alert_clear_windows,
             score_retention_s=settings.score_retention_s,
+            cors_origins=settings.cors_origin_list(),
         )
     except ConfigError as exc:
         print(f"holmes api: {exc}", file=sys.stderr)
@@ -226,6 +233,29 @@ def cmd_bench(args: argparse.Namespace) -> int:
         return 0 if all(r["windows_lost"] == 0 for r in results) else 1
     result = run_bench(Settings(), options)
     return 0 if result["windows_lost"] == 0 else 1
+
+
+def cmd_scaleout(args: argparse.Namespace) -> int:
+    """One worker, then two in one consumer group, on the same backlog: bed split, losses, throughput ratio."""
+    from holmes.scaleout import ScaleoutOptions, run_scaleout
+
+    options = ScaleoutOptions(beds=args.beds, duration_s=args.duration, partitions=args.partitions,
+                              source=args.source, json_path=Path(args.json) if args.json else None)
+    result = run_scaleout(Settings(), options)
+    return 0 if all(r["windows_lost"] == 0 for r in result["runs"]) else 1
+
+
+def cmd_fuzz(args: argparse.Namespace) -> int:
+    """Stream real beds with hostile messages mixed in; exit 1 if a bad message or a valid window was lost."""
+    from holmes.fuzz import FuzzOptions, run_fuzz
+
+    if args.messages < 1 or args.beds < 1 or args.duration <= 0 or args.speed <= 0:
+        print("--messages and --beds must be >= 1, --duration and --speed > 0", file=sys.stderr)
+        return 2
+    options = FuzzOptions(messages=args.messages, beds=args.beds, duration_s=args.duration, seed=args.seed,
+                          speed=args.speed, source=args.source, json_path=Path(args.json) if args.json else None,
+                          progress=not args.quiet)
+    return 0 if run_fuzz(Settings(), options)["ok"] else 1
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -365,6 +395,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--offline-period", type=float, default=30.0, help="offline mode: seconds between batch jobs")
     p.add_argument("--json", default=None, help="write the result here (--compare: one file, all modes)")
     p.set_defaults(fn=cmd_bench)
+
+    p = sub.add_parser("scaleout", help="one worker vs two in one consumer group: bed split, losses, throughput")
+    p.add_argument("--beds", type=int, required=True)
+    p.add_argument("--duration", type=float, required=True, help="simulated seconds of backlog per bed")
+    p.add_argument("--partitions", type=int, default=16, help="waveform partitions")
+    p.add_argument("--source", choices=["mitdb", "cinc2017", "synthetic"], default="mitdb")
+    p.add_argument("--json", default=None, help="write both runs and the ratio here")
+    p.set_defaults(fn=cmd_scaleout)
+
+    p = sub.add_parser("fuzz", help="hostile input on the live waveform topic: every bad message dead-lettered, "
+                                    "the worker alive, no valid window lost")
+    p.add_argument("--messages", type=int, default=10_000, help="hostile messages, spread over the run")
+    p.add_argument("--beds", type=int, default=8, help="real beds streaming meanwhile")
+    p.add_argument("--duration", type=float, default=60.0, help="simulated seconds of streaming")
+    p.add_argument("--speed", type=float, default=1.0, help="1 = real time, 2 = twice as fast")
+    p.add_argument("--seed", type=int, default=0, help="the hostile messages and the beds' records")
+    p.add_argument("--source", choices=["mitdb", "cinc2017", "synthetic"], default="mitdb")
+    p.add_argument("--json", default=None, help="write the result here")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(fn=cmd_fuzz)
 
     p = sub.add_parser("train", help="rebuild the model zoo from the shared data (reproducible from --seed)")
     p.add_argument("--seed", type=int, default=0)
