@@ -114,8 +114,8 @@ function renderPlans(root, e) {
   const verdict = cmp.within_budget === null ? "no window measured yet"
     : cmp.within_budget ? "measured p99 within budget" : "measured p99 OVER budget";
   cardsEl.replaceChildren(
-    card("Selection", newest.members.join(" + "),
-      `${workers.length > 1 ? `${workers[0].worker_id} (of ${workers.length} workers) · ` : ""}plan #${newest.plan_id} since ${formatTime(newest.since_s)} · objective ${number(newest.objective)}`),
+    card("Selection", `${newest.members.length} model${newest.members.length === 1 ? "" : "s"}`,
+      `${newest.members.join(", ")} · ${workers.length > 1 ? `${workers[0].worker_id} (of ${workers.length} workers) · ` : ""}plan #${newest.plan_id} since ${formatTime(newest.since_s)} · validation ROC-AUC ${number(newest.objective)}`),
     card("Budget", ms(e.budget_ms.budget_ms), workers.length > 1 ? `tightest of ${workers.length} workers` : "end to end, per window"),
     card("Predicted vs measured p99", `${ms(cmp.predicted_p99_ms)} / ${ms(cmp.measured_p99_ms)}`,
       `predicted p50 ${ms(cmp.predicted_p50_ms)} · worker-measured p99 ${ms(cmp.worker_measured_p99_ms)} · ${verdict}`),
