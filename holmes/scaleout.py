@@ -174,6 +174,11 @@ def run_once(settings: Settings, options: ScaleoutOptions, workers: int) -> dict
         published = reader.published
         reader.stop()
         cpu = {n: round(sum(p.cpu_times()[:2]) - cpu0[n], 1) for n, p in procs.items()}
+        # the workers write their stats every 10 s: wait for one written after the last score
+        done_at = max((t for t, _ in scores.values()), default=time.time())
+        end = time.monotonic() + 12.0
+        while time.monotonic() < end and not all((_stats(run_dir, n) or {}).get("at_s", 0) > done_at for n in names):
+            time.sleep(0.5)
         stats = {n: _stats(run_dir, n) for n in names}
     last = max((t for t, _ in scores.values()), default=t0)
     first = min((t for t, _ in scores.values()), default=t0)
@@ -242,6 +247,7 @@ def run_scaleout(settings: Settings, options: ScaleoutOptions) -> dict[str, Any]
           f"one consumer group ({result['machine']}):")
     for r in runs:
         print(_format(r))
+    print(f"  ensembles served: {[r['plans'] for r in runs]}")
     print(f"  throughput 2 workers / 1 worker: {ratio}")
     if overlap:
         print(f"  beds scored by both workers (a rebalance moved them): {', '.join(sorted(overlap))}")

@@ -29,7 +29,11 @@ def api_ready(port: int) -> bool:
 
 
 class Stack:
-    """Broker (embedded unless ``HOLMES_KAFKA_BOOTSTRAP`` is set), topics, one worker and the API."""
+    """Broker (embedded unless ``HOLMES_KAFKA_BOOTSTRAP`` is set), topics, workers and the API.
+
+    Children can be killed and restarted one by one (``kill``, ``restart``), and more workers added to the
+    consumer group (``spawn_worker``), for the fault tests and ``holmes scaleout``.
+    """
 
     def __init__(self, settings: Settings, run_dir: Path, api_port: int | None = None,
                  env: dict[str, str] | None = None, embedded: bool | None = None) -> None:
@@ -40,30 +44,89 @@ class Stack:
         self.embedded = not settings.kafka_bootstrap if embedded is None else embedded
         self.broker: EmbeddedBroker | None = None
         self.children: list[Child] = []
+        self._specs: dict[str, tuple[list[str], dict[str, str]]] = {}
         self.bootstrap = settings.kafka_bootstrap or ""
 
     def env(self) -> dict[str, str]:
         return {**os.environ, **self.extra_env, "HOLMES_KAFKA_BOOTSTRAP": self.bootstrap,
                 "HOLMES_STATE_DIR": str(self.run_dir)}
 
-    def start(self, ready_timeout_s: float = 90.0) -> Stack:
+    def start(self, ready_timeout_s: float = 90.0, workers: int = 1, api: bool = True) -> Stack:
+        """Broker (if embedded), topics, ``workers`` workers (one consumer group) and the API; waits for them."""
         self.run_dir.mkdir(parents=True, exist_ok=True)
         if self.embedded:
-            self.broker = EmbeddedBroker(log_path=self.run_dir / "broker.log").start()
-            self.bootstrap = self.broker.bootstrap
-            log.info("embedded broker on %s", self.bootstrap)
+            self.start_broker()
         ensure_topics(self.bootstrap, self.settings.topics().all())
-        ready_file = self.run_dir / "worker.ready"
-        ready_file.unlink(missing_ok=True)
-        self.spawn("worker", ["worker", "--ready-file", str(ready_file)])
-        self.spawn("api", ["api", "--port", str(self.api_port)])
-        wait_for(ready_file.exists, ready_timeout_s, "the worker to join its consumer group", self.children)
-        wait_for(lambda: api_ready(self.api_port), ready_timeout_s, "the API to become ready", self.children)
+        for i in range(workers):
+            self.spawn_worker("worker" if i == 0 else f"worker-{i + 1}", wait_s=None)
+        if api:
+            self.spawn("api", ["api", "--port", str(self.api_port)])
+        for i in range(workers):
+            self.wait_worker("worker" if i == 0 else f"worker-{i + 1}", ready_timeout_s)
+        if api:
+            wait_for(lambda: api_ready(self.api_port), ready_timeout_s, "the API to become ready", self.children)
         return self
 
-    def spawn(self, name: str, args: list[str]) -> Child:
-        child = Child(name, holmes_argv(*args), self.env(), self.run_dir / f"{name}.log")
+    def start_broker(self, port: int | None = None) -> EmbeddedBroker:
+        """Start the embedded broker (on ``port``, e.g. the previous one's after a restart)."""
+        self.broker = EmbeddedBroker(port=port, log_path=self.run_dir / "broker.log").start()
+        self.bootstrap = self.broker.bootstrap
+        log.info("embedded broker on %s", self.bootstrap)
+        return self.broker
+
+    def ready_file(self, name: str) -> Path:
+        """Touched by worker ``name`` whenever a rebalance has given it its partitions."""
+        return self.run_dir / f"{name}.ready"
+
+    def spawn_worker(self, name: str = "worker", wait_s: float | None = 90.0) -> Child:
+        """Start a worker (another member of the same consumer group); the first, ``worker``, keeps its state
+        in ``run_dir/worker``, any other in ``run_dir/<name>/worker``. Waits until it has partitions."""
+        ready = self.ready_file(name)
+        ready.unlink(missing_ok=True)
+        env = None
+        if name != "worker":
+            (self.run_dir / name).mkdir(parents=True, exist_ok=True)
+            env = {"HOLMES_STATE_DIR": str(self.run_dir / name)}
+        child = self.spawn(name, ["worker", "--ready-file", str(ready)], env=env)
+        if wait_s is not None:
+            self.wait_worker(name, wait_s)
+        return child
+
+    def wait_worker(self, name: str, timeout_s: float = 90.0) -> None:
+        """Wait until worker ``name`` has joined its consumer group."""
+        wait_for(self.ready_file(name).exists, timeout_s, f"{name} to join its consumer group", self.children)
+
+    def spawn(self, name: str, args: list[str], env: dict[str, str] | None = None) -> Child:
+        child = Child(name, holmes_argv(*args), {**self.env(), **(env or {})}, self.run_dir / f"{name}.log")
         self.children.append(child)
+        self._specs[name] = (list(args), dict(env or {}))
+        return child
+
+    def child(self, name: str) -> Child:
+        """The running child called ``name``."""
+        for child in self.children:
+            if child.name == name:
+                return child
+        raise KeyError(f"no child {name!r}; running: {', '.join(c.name for c in self.children)}")
+
+    def kill(self, name: str, sig: int = signal.SIGKILL) -> int | None:
+        """Send ``sig`` to child ``name`` (SIGKILL: no chance to clean up), wait for it and forget it."""
+        child = self.child(name)
+        if child.alive():
+            os.killpg(child.pid, sig)
+            child.proc.wait()
+        self.children.remove(child)
+        return child.stop()
+
+    def restart(self, name: str, sig: int = signal.SIGKILL, ready_timeout_s: float = 90.0) -> Child:
+        """Kill child ``name`` with ``sig`` and start it again with the same command line and environment."""
+        args, env = self._specs[name]
+        self.kill(name, sig)
+        if name == "worker" or name.startswith("worker-"):
+            return self.spawn_worker(name, wait_s=ready_timeout_s)
+        child = self.spawn(name, args, env)
+        if name == "api":
+            wait_for(lambda: api_ready(self.api_port), ready_timeout_s, "the API to become ready", self.children)
         return child
 
     def stop(self) -> None:

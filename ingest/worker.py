@@ -1,4 +1,37 @@
-"""The Faust worker: waveform chunks in, windows cut per bed, scores and dead letters out."""
+"""The Faust worker: waveform chunks in, windows cut per bed, scores and dead letters out.
+
+Delivery semantics (at-least-once, no window lost across a crash, restart or rebalance):
+
+* The waveform topic is consumed with Faust's acks off (Faust would commit a chunk's offset as soon as the
+  agent moved on, while its windows are still in the ring buffer and the scoring queue). The worker commits
+  offsets itself (:class:`CommitLedger`, every ``commit_interval_s``, on rebalance and at shutdown).
+* A chunk's offset may be committed only when (1) the score of every window it completed is on the broker
+  (the producer's send future resolved) and (2) no bed still needs its samples: a bed's ring buffer needs
+  every chunk from the start of its next window (``window_s`` of history) and of any window not yet
+  published, plus ``max_reorder_chunks + 1`` chunks of margin so that a replay starts ahead of a reordered
+  chunk. The partition's committed offset is its oldest chunk still needed; dead letters count once they
+  are on the broker, duplicates at once.
+* After a crash the restarted worker (or the one that takes the partition over) re-reads from there, so its
+  ring buffers are rebuilt and every window not yet published is cut and scored again. Windows published
+  already may be published twice; scores are idempotent on ``(bed_id, window_end_s)`` downstream (the API's
+  insert ignores a window it has), so replays create no duplicate rows.
+* A rebalance keeps the state of a partition the worker keeps (same member, consecutive generation; the
+  re-read from the committed offset is skipped up to the last offset processed) and drops the state of
+  every other one (its beds' buffers go, in-flight windows are still published, their releases ignored).
+  An offset below the worker's own commit means the partition was reset (a broker that lost its log):
+  its state is dropped too.
+* A bed that sends nothing for ``idle_release_s`` stops holding the commit back (a switched-off monitor
+  must not pin its partition); its unfinished window is then not rebuilt by a replay.
+* Window boundaries are rebuilt exactly only for fixed-length chunks (``ingest.windowing``): with chunks
+  of 62/63 samples a replayed bed's windows would end at other samples.
+* A failed score send is retried (``PUBLISH_RETRIES``); if it still fails its chunks stay uncommitted and a
+  restart re-scores them.
+
+The executor's queue is bounded (``max_queue``); a full queue sheds the window as an explicit ``unscorable``
+score ("shed: scoring queue full"), never a silent gap. Its depth, high-water mark, bound and shed count are
+in the log line, the stats file (``queue``) and every score's ``extra["queue_depth"]``; every score also
+carries ``extra["worker_id"]``.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +44,7 @@ import os
 import socket
 import time
 from collections import Counter, deque
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,6 +90,10 @@ class WorkerConfig:
     exec_mode: Literal["batched", "per-request", "offline"] = "batched"
     offline_period_s: float = 30.0
     replan_interval_s: float = 1.0
+    #: how often safe waveform offsets are committed (see the module docstring)
+    commit_interval_s: float = 1.0
+    #: a bed silent for this long (wall clock) stops holding its partition's commit back
+    idle_release_s: float = 60.0
     worker_id: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
 
     @property
@@ -75,6 +113,8 @@ class WorkerCounters:
     unscorable: int = 0
     partial: int = 0
     shed: int = 0
+    publish_errors: int = 0
+    commits: int = 0
 
 
 class LoadTracker:
@@ -82,25 +122,29 @@ class LoadTracker:
 
     A bed counts while it had a window within the last two hops. The phases (ticks per hop at which windows
     fall due) are ``beds / (most windows due in one tick over the last hop)``: 1 when every bed's windows
-    fall due together, ``hop / chunk`` when they are spread evenly.
+    fall due together, ``hop / chunk`` when they are spread evenly. The spread is the median time between
+    the first and the last window of a tick reaching the worker (beds whose clocks are not in step).
     """
 
     def __init__(self, hop_s: float) -> None:
         self.hop_s = hop_s
         self.chunk_s = 1.0
         self._last: dict[str, float] = {}
-        self._ticks: deque[tuple[float, int]] = deque()
+        self._ticks: deque[tuple[float, int, float]] = deque()  # (closed at, windows, arrival span s)
         self._tick_key: float | None = None
         self._tick_count = 0
+        self._tick_first_s = 0.0
+        self._tick_last_s = 0.0
 
     def window(self, bed_id: str, end_s: float, now_s: float) -> None:
         self._last[bed_id] = now_s
         key = math.floor(end_s / self.chunk_s)
         if key != self._tick_key:
             if self._tick_key is not None:
-                self._ticks.append((now_s, self._tick_count))
-            self._tick_key, self._tick_count = key, 0
+                self._ticks.append((now_s, self._tick_count, self._tick_last_s - self._tick_first_s))
+            self._tick_key, self._tick_count, self._tick_first_s = key, 0, now_s
         self._tick_count += 1
+        self._tick_last_s = now_s
 
     def load(self, now_s: float) -> Load:
         horizon = now_s - 2 * self.hop_s
@@ -109,10 +153,224 @@ class LoadTracker:
         while self._ticks and self._ticks[0][0] < now_s - self.hop_s:
             self._ticks.popleft()
         beds = len(self._last)
-        most = max([c for _, c in self._ticks] + [self._tick_count, 1])
+        most = max([c for _, c, _ in self._ticks] + [self._tick_count, 1])
         ticks = max(1, round(self.hop_s / self.chunk_s))
         phases = min(ticks, max(1, round(beds / most))) if beds else 1
-        return Load(beds=beds, hop_s=self.hop_s, chunk_s=self.chunk_s, phases=phases)
+        spans = sorted(span for _, _, span in self._ticks)
+        spread_s = min(self.chunk_s, spans[len(spans) // 2]) if spans else 0.0
+        return Load(beds=beds, hop_s=self.hop_s, chunk_s=self.chunk_s, phases=phases, spread_s=spread_s)
+
+
+@dataclass(slots=True, eq=False)
+class BedHold:
+    """What one bed still needs of its partition: its next window, and the windows not yet published."""
+
+    bed_id: str
+    partition: int
+    last_seen_s: float
+    chunk_s: float = 1.0
+    #: ``end_s`` of the last window cut; ``None`` until the first (or since a reset): every chunk is needed
+    last_end_s: float | None = None
+    #: ``end_s`` of windows cut but not yet on the broker -> how many
+    pending: Counter[float] = field(default_factory=Counter)
+    dropped: bool = False
+
+
+@dataclass(slots=True, eq=False)
+class SendHold:
+    """A record derived from one message (a dead letter) that holds the offset until it is on the broker."""
+
+    done: bool = False
+
+
+@dataclass(slots=True)
+class _PartitionLedger:
+    #: (offset, what holds it, for a chunk: acquisition time one sample past its end), in offset order
+    entries: deque[tuple[int, BedHold | SendHold | None, float]] = field(default_factory=deque)
+    first_offset: int | None = None
+    last_offset: int | None = None
+    committed: int | None = None
+    beds: set[str] = field(default_factory=set)
+
+
+class CommitLedger:
+    """Which offsets of the waveform topic are safe to commit (see the module docstring).
+
+    The worker reports every message it processes (:meth:`accept` then :meth:`chunk` or :meth:`other`),
+    every window it cuts (:meth:`cut`) and every score the broker acknowledged (:meth:`published`);
+    :meth:`committable` walks each partition from its oldest entry and returns the first offset still needed.
+    Times are the stream's acquisition times (seconds), so the rule does not depend on sample bookkeeping.
+    """
+
+    def __init__(self, window_s: float, hop_s: float, sample_rate_hz: float, margin_chunks: int = 3,
+                 idle_release_s: float = 60.0, on_drop: Callable[[str], None] | None = None) -> None:
+        self.window_s = window_s
+        self.hop_s = hop_s
+        self.sample_rate_hz = sample_rate_hz
+        #: from a window's last sample back to its first
+        self.span_s = (round(window_s * sample_rate_hz) - 1) / sample_rate_hz
+        self.margin_chunks = margin_chunks
+        self.idle_release_s = idle_release_s
+        self.on_drop = on_drop
+        self.partitions: dict[int, _PartitionLedger] = {}
+        self.beds: dict[str, BedHold] = {}
+        self.assigned: set[int] | None = None
+        self.generation: int | None = None
+        #: messages skipped because they were processed before a rebalance that kept their partition
+        self.skipped = 0
+        #: partitions whose offsets went back below our own commit (the broker lost its log)
+        self.resets = 0
+
+    def assign(self, partitions: Iterable[int], generation: int | None) -> list[str]:
+        """A new assignment: keep the partitions held through consecutive generations, drop the rest.
+
+        Returns the bed ids dropped (their ring buffers must go too; ``on_drop`` is called for each).
+        """
+        new = set(partitions)
+        keep: set[int] = set()
+        if (self.assigned is not None and self.generation is not None and generation is not None
+                and generation == self.generation + 1):
+            keep = self.assigned & new
+        dropped: list[str] = []
+        for p in [p for p in self.partitions if p not in keep]:
+            dropped += self.drop_partition(p)
+        self.assigned, self.generation = new, generation
+        return dropped
+
+    def drop_partition(self, partition: int) -> list[str]:
+        """Forget a partition and its beds; returns the bed ids dropped."""
+        part = self.partitions.pop(partition, None)
+        if part is None:
+            return []
+        dropped = []
+        for bed_id in part.beds:
+            hold = self.beds.get(bed_id)
+            if hold is not None and hold.partition == partition:
+                hold.dropped = True
+                del self.beds[bed_id]
+                dropped.append(bed_id)
+                if self.on_drop is not None:
+                    self.on_drop(bed_id)
+        return dropped
+
+    def accept(self, partition: int, offset: int) -> bool:
+        """Whether to process this message; ``False`` for one already processed (re-read after a rebalance
+        that kept the partition) or from a partition not assigned to this worker."""
+        if self.assigned is not None and partition not in self.assigned:
+            self.skipped += 1
+            return False
+        part = self.partitions.get(partition)
+        if part is not None and part.last_offset is not None and offset <= part.last_offset:
+            if part.committed is None or offset >= part.committed:
+                self.skipped += 1
+                return False
+            log.warning("partition %d went back to offset %d, below our commit at %d: its log was reset; "
+                        "its beds start again", partition, offset, part.committed)
+            self.resets += 1
+            self.drop_partition(partition)
+            part = None
+        if part is None:
+            part = self.partitions[partition] = _PartitionLedger(first_offset=offset)
+        part.last_offset = offset
+        return True
+
+    def chunk(self, partition: int, offset: int, bed_id: str, t_end_s: float, chunk_s: float,
+              now_s: float) -> BedHold:
+        """A chunk of ``bed_id`` (acquisition time ``t_end_s`` one sample past its end) was processed."""
+        hold = self.beds.get(bed_id)
+        if hold is None:
+            hold = self.beds[bed_id] = BedHold(bed_id, partition, now_s, chunk_s)
+        elif hold.partition != partition:  # a bed never changes partition unless its key does; follow it
+            previous = self.partitions.get(hold.partition)
+            if previous is not None:
+                previous.beds.discard(bed_id)
+            hold.partition = partition
+        hold.last_seen_s, hold.chunk_s = now_s, chunk_s
+        part = self.partitions[partition]
+        part.beds.add(bed_id)
+        part.entries.append((offset, hold, t_end_s))
+        return hold
+
+    def other(self, partition: int, offset: int, hold: SendHold | None = None) -> None:
+        """A message that holds nothing (a duplicate) or only until ``hold`` is done (a dead letter)."""
+        self.partitions[partition].entries.append((offset, hold, 0.0))
+
+    def reset(self, hold: BedHold) -> None:
+        """The bed's buffer restarted (lead set changed): every chunk from here on is needed again."""
+        hold.last_end_s = None
+
+    def cut(self, hold: BedHold, end_s: float) -> None:
+        """A window ending at ``end_s`` was cut and is on its way to the broker."""
+        hold.pending[end_s] += 1
+        hold.last_end_s = end_s if hold.last_end_s is None else max(hold.last_end_s, end_s)
+
+    def published(self, hold: BedHold, end_s: float) -> None:
+        """The broker acknowledged the score of the window ending at ``end_s``."""
+        n = hold.pending.get(end_s, 0)
+        if n <= 1:
+            hold.pending.pop(end_s, None)
+        else:
+            hold.pending[end_s] = n - 1
+
+    def hold_from_s(self, hold: BedHold, now_s: float) -> float:
+        """Acquisition time before which the bed needs no chunk."""
+        if hold.dropped:
+            return math.inf
+        if now_s - hold.last_seen_s > self.idle_release_s:
+            start = math.inf
+        elif hold.last_end_s is None:
+            start = -math.inf
+        else:
+            start = hold.last_end_s + self.hop_s - self.span_s
+        if hold.pending:
+            start = min(start, min(hold.pending) - self.span_s)
+        return start - self.margin_chunks * hold.chunk_s
+
+    def committable(self, now_s: float) -> dict[int, int]:
+        """Per assigned partition, the offset to commit (next to read) where it moved past the last commit."""
+        tolerance_s = 0.5 / self.sample_rate_hz
+        cache: dict[int, float] = {}
+        out = {}
+        for p, part in self.partitions.items():
+            if self.assigned is not None and p not in self.assigned:
+                continue
+            entries = part.entries
+            while entries:
+                _, hold, t_end_s = entries[0]
+                if isinstance(hold, SendHold):
+                    if not hold.done:
+                        break
+                elif hold is not None:
+                    key = id(hold)
+                    if key not in cache:
+                        cache[key] = self.hold_from_s(hold, now_s)
+                    if t_end_s > cache[key] + tolerance_s:
+                        break
+                entries.popleft()
+            head = entries[0][0] if entries else (part.last_offset + 1 if part.last_offset is not None else None)
+            floor = part.committed if part.committed is not None else part.first_offset
+            if head is not None and floor is not None and head > floor:
+                out[p] = head
+        return out
+
+    def committed(self, offsets: Mapping[int, int]) -> None:
+        """Record offsets the broker accepted."""
+        for p, offset in offsets.items():
+            part = self.partitions.get(p)
+            if part is not None:
+                part.committed = offset
+
+    def figures(self) -> dict[str, Any]:
+        """For the stats file: committed and last read offsets, what is held back."""
+        return {
+            "committed": {p: part.committed for p, part in sorted(self.partitions.items())},
+            "read": {p: part.last_offset for p, part in sorted(self.partitions.items())},
+            "held_messages": sum(len(part.entries) for part in self.partitions.values()),
+            "pending_windows": sum(sum(h.pending.values()) for h in self.beds.values()),
+            "skipped_rereads": self.skipped,
+            "resets": self.resets,
+            "generation": self.generation,
+        }
 
 
 def deadletter_record(reason: str, detail: str, topic: str, partition: int | None, offset: int | None,
@@ -217,13 +475,29 @@ def plan_record(config: WorkerConfig, plan: ServingPlan, previous: ServingPlan |
     )
 
 
+#: Tries of a score or dead-letter send before its offsets are left uncommitted for a restart to replay.
+PUBLISH_RETRIES = 5
+
+
+@dataclass(frozen=True, slots=True)
+class WindowJob:
+    """A window on its way through the executor: when it was cut, and the bed hold it keeps uncommitted."""
+
+    window: Window
+    cut_s: float
+    hold: BedHold | None = None
+
+
 def build_app(config: WorkerConfig, scorer: WindowScorer, planner: Planner | None = None) -> HolmesApp:
     """The Faust app with its one agent; ``faust.Worker(app).execute_from_commandline()`` runs it.
 
     With a ``planner`` the worker re-plans its ensemble as the load changes (``replan_interval_s``) and
     publishes every plan on the plans topic; windows carry deadlines (``budget_ms`` after acquisition, less
-    :attr:`WorkerConfig.deadline_margin_s`) except in offline mode.
+    :attr:`WorkerConfig.deadline_margin_s`) except in offline mode. Waveform offsets are committed by the
+    worker's :class:`CommitLedger` (module docstring), not by Faust.
     """
+    from faust.types import TP
+
     app = HolmesApp(
         config.app_id,
         broker=f"kafka://{config.kafka_bootstrap}",
@@ -241,42 +515,91 @@ def build_app(config: WorkerConfig, scorer: WindowScorer, planner: Planner | Non
         topic_partitions=config.topics.waveforms.partitions,
         producer_linger_ms=1,
     )
-    waveforms = app.topic(config.topics.waveforms.name, key_type=bytes, value_type=bytes)
+    # acks=False: Faust never commits this topic; the ledger decides what is safe.
+    waveforms = app.topic(config.topics.waveforms.name, key_type=bytes, value_type=bytes, acks=False)
     scores = app.topic(config.topics.scores.name, key_type=bytes, value_type=bytes)
     deadletter = app.topic(config.topics.deadletter.name, key_type=bytes, value_type=bytes)
     plans = app.topic(config.topics.plans.name, key_type=bytes, value_type=bytes)
     windower = Windower(config.window_s, config.hop_s, config.sample_rate_hz, config.max_reorder_chunks)
+    ledger = CommitLedger(config.window_s, config.hop_s, config.sample_rate_hz,
+                          margin_chunks=config.max_reorder_chunks + 1, idle_release_s=config.idle_release_s,
+                          on_drop=lambda bed_id: windower.beds.pop(bed_id, None))
     counters = WorkerCounters()
     tracker = LoadTracker(config.hop_s)
     recent_ms: deque[tuple[float, float]] = deque()  # (published at, acquisition -> published ms)
     app.holmes_counters = counters  # type: ignore[attr-defined]
     app.holmes_windower = windower  # type: ignore[attr-defined]
+    app.holmes_ledger = ledger  # type: ignore[attr-defined]
     deadlines = config.exec_mode != "offline"
     slowdown = Slowdown(planner.latency) if planner is not None else None
     if slowdown is not None:
         scorer.on_timing = slowdown.record
     plan_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="holmes-plan")
     budget_s = config.budget_ms / 1000.0 - config.deadline_margin_s
+    sending = {"in_flight": 0}
+    retries: set[asyncio.Task[None]] = set()
 
-    def score_batch(items: list[tuple[Window, float]]) -> list[tuple[ScoreRecord, bool]]:
+    def score_batch(jobs: list[WindowJob]) -> list[tuple[ScoreRecord, bool]]:
         plan = scorer.plan
         started = time.time()
-        windows = [w for w, _ in items]
+        windows = [j.window for j in jobs]
         verdicts = scorer.score([w.samples for w in windows], config.sample_rate_hz,
                                 [w.end_s + budget_s for w in windows] if deadlines else None)
         done = time.time()
         out = []
-        for (w, cut_s), v in zip(items, verdicts, strict=True):
+        for job, v in zip(jobs, verdicts, strict=True):
+            w = job.window
             record = verdict_to_record(w, v, plan)
             if record.extra:  # where the worker's time went: chunk in -> window queued -> batch start -> done
-                record.extra.update(ingest_ms=round((cut_s - w.end_s) * 1000.0, 1),
-                                    queue_ms=round((started - cut_s) * 1000.0, 1),
-                                    exec_ms=round((done - started) * 1000.0, 1), batch=len(items))
+                record.extra.update(ingest_ms=round((job.cut_s - w.end_s) * 1000.0, 1),
+                                    queue_ms=round((started - job.cut_s) * 1000.0, 1),
+                                    exec_ms=round((done - started) * 1000.0, 1), batch=len(jobs))
             out.append((record, v.partial))
         return out
 
-    async def deliver(item: tuple[Window, float], result: tuple[ScoreRecord, bool]) -> None:
-        window = item[0]
+    async def publish(topic: Any, key: bytes, value: bytes, on_done: Callable[[], None] | None,
+                      attempt: int = 1) -> None:
+        """Hand a record to the producer; ``on_done`` runs once the broker has acknowledged it."""
+        try:
+            future = asyncio.ensure_future(await topic.send(key=key, value=value))
+        except Exception as exc:  # the producer refused it outright
+            send_failed(topic, key, value, on_done, attempt, exc)
+            return
+        sending["in_flight"] += 1
+
+        def sent(fut: asyncio.Future[Any]) -> None:
+            sending["in_flight"] -= 1
+            exc = asyncio.CancelledError() if fut.cancelled() else fut.exception()
+            if exc is None:
+                if on_done is not None:
+                    on_done()
+            else:
+                send_failed(topic, key, value, on_done, attempt, exc)
+
+        future.add_done_callback(sent)
+
+    def send_failed(topic: Any, key: bytes, value: bytes, on_done: Callable[[], None] | None, attempt: int,
+                    exc: BaseException) -> None:
+        counters.publish_errors += 1
+        name = topic.get_topic_name()
+        if attempt >= PUBLISH_RETRIES:
+            log.error("giving up on a record for %s (key %r) after %d tries: %s; the offsets it depends on stay "
+                      "uncommitted, so a restart re-reads and re-scores them", name, key[:64], attempt, exc)
+            return
+        delay_s = min(5.0, 0.2 * 2**attempt)
+        log.warning("send to %s failed (%s: %s); retry %d in %.1f s", name, type(exc).__name__, exc, attempt,
+                    delay_s)
+
+        async def retry() -> None:
+            await asyncio.sleep(delay_s)
+            await publish(topic, key, value, on_done, attempt + 1)
+
+        task = asyncio.get_running_loop().create_task(retry())
+        retries.add(task)
+        task.add_done_callback(retries.discard)
+
+    async def deliver(job: WindowJob, result: tuple[ScoreRecord, bool]) -> None:
+        window = job.window
         record, partial = result
         counters.scores += 1
         counters.partial += partial
@@ -287,13 +610,17 @@ def build_app(config: WorkerConfig, scorer: WindowScorer, planner: Planner | Non
         recent_ms.append((now, measured_ms))
         if record.extra:
             record.extra["measured_ms"] = round(measured_ms, 1)
-        await scores.send(key=window.bed_id.encode(), value=encode_score(record))
+        record.extra["worker_id"] = config.worker_id
+        record.extra["queue_depth"] = executor.depth
+        hold = job.hold
+        on_done = None if hold is None else (lambda: ledger.published(hold, window.end_s))
+        await publish(scores, window.bed_id.encode(), encode_score(record), on_done)
 
-    async def scoring_failed(item: tuple[Window, float], exc: BaseException) -> None:
+    async def scoring_failed(job: WindowJob, exc: BaseException) -> None:
         verdict = Verdict("unscorable", None, f"scoring-error: {type(exc).__name__}", None, None, ())
-        await deliver(item, (verdict_to_record(item[0], verdict), False))
+        await deliver(job, (verdict_to_record(job.window, verdict), False))
 
-    executor: BatchExecutor[tuple[Window, float], tuple[ScoreRecord, bool]] = BatchExecutor(
+    executor: BatchExecutor[WindowJob, tuple[ScoreRecord, bool]] = BatchExecutor(
         score_batch, deliver, scoring_failed,
         max_batch=1 if config.exec_mode == "per-request" else config.max_batch,
         max_queue=config.max_queue,
@@ -320,16 +647,22 @@ def build_app(config: WorkerConfig, scorer: WindowScorer, planner: Planner | Non
         counters.dead_letters[reason] += 1
         log.warning("dead letter %s at %s[%s]@%s: %s", reason, message.topic, message.partition,
                     message.offset, detail[:200])
-        await deadletter.send(
-            key=reason.encode(),
-            value=deadletter_record(reason, detail, message.topic, message.partition, message.offset,
-                                    message.key, message.value),
-        )
+        hold = SendHold()
+        ledger.other(message.partition, message.offset, hold)
+
+        def done() -> None:
+            hold.done = True
+
+        await publish(deadletter, reason.encode(),
+                      deadletter_record(reason, detail, message.topic, message.partition, message.offset,
+                                        message.key, message.value), done)
 
     @app.agent(waveforms, name="holmes-windowing")
     async def windowing(stream: Any) -> None:
         async for event in stream.events():
             message = event.message
+            if not ledger.accept(message.partition, message.offset):
+                continue  # processed before a rebalance that kept its partition, or not ours any more
             counters.chunks += 1
             try:
                 chunk = decode_chunk(message.value)
@@ -342,21 +675,74 @@ def build_app(config: WorkerConfig, scorer: WindowScorer, planner: Planner | Non
                 log.exception("unexpected failure on a chunk")
                 await dead_letter("internal-error", f"{type(exc).__name__}: {exc}", message)
                 continue
+            hold: BedHold | None = None
+            if outcome is ChunkOutcome.DUPLICATE:
+                ledger.other(message.partition, message.offset)
+            else:
+                hold = ledger.chunk(message.partition, message.offset, chunk.bed_id,
+                                    chunk.t0_s + chunk.n_samples / chunk.sample_rate_hz, chunk.duration_s,
+                                    time.monotonic())
             if outcome is ChunkOutcome.RESET:
                 log.info("bed %s changed leads or chunk length; its buffer restarted", chunk.bed_id)
+                if hold is not None:
+                    ledger.reset(hold)
             if windows:
                 tracker.chunk_s = chunk.duration_s
                 now = time.time()
             for window in windows:
                 counters.windows += 1
                 tracker.window(window.bed_id, window.end_s, now)
+                if hold is not None:
+                    ledger.cut(hold, window.end_s)
+                job = WindowJob(window, now, hold)
                 try:
-                    executor.submit((window, now))
+                    executor.submit(job)
                 except QueueFull:
-                    counters.shed += 1
-                    log.error("executor queue full; window %s@%.3f shed", window.bed_id, window.end_s)
-                    shed = Verdict("unscorable", None, "shed: scoring queue full", None, None, ())
-                    await deliver((window, now), (verdict_to_record(window, shed), False))
+                    await shed(job)
+
+    async def shed(job: WindowJob) -> None:
+        """The bounded queue is full: the window is published as unscorable, with the reason, not dropped."""
+        counters.shed += 1
+        log.error("executor queue full (%d); window %s@%.3f shed", executor.max_queue, job.window.bed_id,
+                  job.window.end_s)
+        verdict = Verdict("unscorable", None, "shed: scoring queue full", None, None, ())
+        await deliver(job, (verdict_to_record(job.window, verdict), False))
+
+    app.holmes_shed = shed  # type: ignore[attr-defined]
+    commit_lock = asyncio.Lock()
+
+    async def commit_safe(why: str) -> None:
+        """Commit what the ledger says is safe."""
+        async with commit_lock:
+            offsets = ledger.committable(time.monotonic())
+            if not offsets:
+                return
+            topic = config.topics.waveforms.name
+            done = await app.commit_exact({TP(topic, p): offset for p, offset in offsets.items()})
+            if done:
+                ledger.committed({tp.partition: offset for tp, offset in done.items()})
+                counters.commits += 1
+                log.debug("committed (%s) %s", why, {tp.partition: offset for tp, offset in done.items()})
+
+    @app.timer(config.commit_interval_s)
+    async def commit_offsets() -> None:
+        if not app.rebalancing:
+            await commit_safe("interval")
+
+    @app.on_partitions_revoked.connect
+    async def on_revoked(sender: Any, revoked: Any = None, **kwargs: Any) -> None:
+        # The flow is stopped: commit what is safe before the partitions may go to another member.
+        try:
+            await commit_safe("revoke")
+        except Exception:
+            log.exception("commit on revoke failed; the next owner re-reads a little more")
+
+    @app.on_partitions_assigned.connect
+    async def on_assigned(sender: Any, assigned: Any = None, **kwargs: Any) -> None:
+        mine = {tp.partition for tp in assigned or () if tp.topic == config.topics.waveforms.name}
+        dropped = ledger.assign(mine, app.consumer_generation_id)
+        log.info("generation %s: %d waveform partitions %s; %d beds' buffers dropped (re-read from the "
+                 "committed offsets)", app.consumer_generation_id, len(mine), sorted(mine), len(dropped))
 
     @app.task
     async def start_executor() -> None:
@@ -379,7 +765,7 @@ def build_app(config: WorkerConfig, scorer: WindowScorer, planner: Planner | Non
             loop = asyncio.get_running_loop()
             assert slowdown is not None
             plan = await loop.run_in_executor(plan_pool, planner.observe, time.time(), load, slowdown.snapshot(),
-                                              slowdown.contention())
+                                              slowdown.contention(), measured_p99_ms())
         except Exception:
             log.exception("re-planning failed; the plan in force stays")
             return
@@ -391,22 +777,34 @@ def build_app(config: WorkerConfig, scorer: WindowScorer, planner: Planner | Non
             log.warning("re-planned: %s", plan.reason)
             await publish_plan(plan, previous, load)
 
+    def queue_figures() -> dict[str, int]:
+        return {"depth": executor.depth, "max_depth": executor.max_depth, "max_queue": executor.max_queue,
+                "shed": counters.shed}
+
     @app.timer(config.stats_interval_s)
     async def report() -> None:
         t = windower.totals()
         p99 = measured_p99_ms()
+        delivery = ledger.figures()
         log.info(
-            "chunks=%d windows=%d scored=%d unscorable=%d partial=%d shed=%d queue=%d duplicates=%d gaps=%d "
-            "dead_letters=%s beds=%d plan=%d p99=%s ms",
+            "chunks=%d windows=%d scored=%d unscorable=%d partial=%d shed=%d queue=%d (max %d of %d) "
+            "duplicates=%d gaps=%d dead_letters=%s beds=%d plan=%d p99=%s ms held=%d pending=%d "
+            "publish_errors=%d",
             counters.chunks, counters.windows, counters.scores, counters.unscorable, counters.partial,
-            counters.shed, executor.depth, t.duplicates, t.gaps, dict(counters.dead_letters), len(windower.beds),
-            scorer.plan.plan_id, f"{p99:.0f}" if p99 is not None else "-",
+            counters.shed, executor.depth, executor.max_depth, executor.max_queue, t.duplicates, t.gaps,
+            dict(counters.dead_letters), len(windower.beds), scorer.plan.plan_id,
+            f"{p99:.0f}" if p99 is not None else "-", delivery["held_messages"], delivery["pending_windows"],
+            counters.publish_errors,
         )
         write_stats(config.datadir / "stats.json", {
-            "at_s": time.time(), "mode": config.exec_mode, "chunks": counters.chunks, "windows": counters.windows,
-            "scores": counters.scores, "unscorable": counters.unscorable, "partial": counters.partial,
-            "shed": counters.shed, "executor": {"items": executor.items, "batches": executor.batches,
-                                                "busy_s": round(executor.busy_s, 3), "max_depth": executor.max_depth},
+            "at_s": time.time(), "worker_id": config.worker_id, "mode": config.exec_mode, "chunks": counters.chunks,
+            "windows": counters.windows, "scores": counters.scores, "unscorable": counters.unscorable,
+            "partial": counters.partial, "shed": counters.shed,
+            "executor": {"items": executor.items, "batches": executor.batches,
+                         "busy_s": round(executor.busy_s, 3), "max_depth": executor.max_depth},
+            "queue": queue_figures(),
+            "delivery": {**delivery, "in_flight_sends": sending["in_flight"], "retrying_sends": len(retries),
+                         "publish_errors": counters.publish_errors, "commits": counters.commits},
             "plan": {"plan_id": scorer.plan.plan_id, "members": list(scorer.plan.member_ids),
                      "predicted_p50_ms": scorer.plan.predicted_p50_ms,
                      "predicted_p99_ms": scorer.plan.predicted_p99_ms, "reason": scorer.plan.reason},
@@ -425,7 +823,15 @@ def build_app(config: WorkerConfig, scorer: WindowScorer, planner: Planner | Non
         log.info("partitions assigned; worker is consuming")
 
     async def stop_executor(sender: Any = None, **kwargs: Any) -> None:
+        # Score what is queued, wait for the broker to acknowledge it, then commit what that made safe.
         await executor.stop()
+        deadline = time.monotonic() + 10.0
+        while (sending["in_flight"] or retries) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        try:
+            await commit_safe("shutdown")
+        except Exception:
+            log.exception("final commit failed; a restart re-reads a little more")
         plan_pool.shutdown(wait=False)
 
     app.on_before_shutdown.connect(stop_executor)

@@ -1,9 +1,10 @@
-"""Pure parts of the worker: chunk checks, dead letters, score records with their ECG strip."""
+"""Pure parts of the worker: chunk checks, dead letters, score records with their ECG strip, the commit ledger."""
 
 from __future__ import annotations
 
 import base64
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,11 +12,13 @@ import pytest
 from ensemble.scoring import Verdict
 from ingest.errors import DecodeError
 from ingest.schemas import WaveformChunk
-from ingest.windowing import Window
+from ingest.windowing import Window, Windower
 from ingest.worker import (
     STRIP_HZ,
     STRIP_S,
+    CommitLedger,
     LoadTracker,
+    SendHold,
     check_chunk,
     deadletter_record,
     ecg_strip,
@@ -97,3 +100,171 @@ def test_score_records_carry_the_plan_provenance() -> None:
     assert record.models == ("m@1",)
     assert record.extra == {"plan_id": 7, "partial": 1, "skipped_models": "n@1", "budget_ms": 1000.0,
                             "predicted_ms": 321.0}
+
+
+# -- delivery semantics: the commit ledger ------------------------------------------------------------------
+
+FS = 250.0
+
+
+def _chunk(bed: str, seq: int, t_start: float = 1000.0) -> WaveformChunk:
+    return WaveformChunk(bed, seq, t_start + seq, FS, ("I",), np.zeros((1, 250), np.int16), 200.0)
+
+
+def _feed(ledger: CommitLedger, windower: Windower, partition: int, offset: int, chunk: WaveformChunk,
+          now_s: float = 0.0) -> list[tuple[object, float]]:
+    """What the worker's agent does with one message; returns (hold, window end) of the windows cut."""
+    assert ledger.accept(partition, offset)
+    outcome, windows = windower.push(chunk)
+    if outcome.value == "duplicate":
+        ledger.other(partition, offset)
+        return []
+    hold = ledger.chunk(partition, offset, chunk.bed_id, chunk.t0_s + chunk.n_samples / FS, chunk.duration_s, now_s)
+    out = []
+    for w in windows:
+        ledger.cut(hold, w.end_s)
+        out.append((hold, w.end_s))
+    return out
+
+
+def test_ledger_commits_only_what_no_window_needs_and_only_once_published() -> None:
+    windower = Windower(10.0, 5.0, FS)
+    ledger = CommitLedger(10.0, 5.0, FS, margin_chunks=3)
+    ledger.assign([0], generation=1)
+    cut = []
+    for seq in range(10):
+        cut += _feed(ledger, windower, 0, seq, _chunk("bed-1", seq))
+    assert len(cut) == 1 and ledger.committable(1.0) == {}  # the first window is cut but not on the broker
+    ledger.published(*cut[0])
+    # the next window needs seconds 5..15; three chunks of margin before that: chunks 0 and 1 are free
+    assert ledger.committable(1.0) == {0: 2}
+    ledger.committed({0: 2})
+    assert ledger.committable(1.0) == {}
+
+
+def test_a_replay_from_the_committed_offset_rebuilds_every_unpublished_window() -> None:
+    """Crash at every point of a stream of three interleaved beds with a reorder and a duplicate: the windows
+    published before the crash plus those a fresh worker cuts from the committed offset are all the windows."""
+    messages = []  # (offset, chunk) on one partition
+    for seq in range(40):
+        for bed in ("bed-1", "bed-2", "bed-3"):
+            messages.append(_chunk(bed, seq, t_start=1000.0 + 0.3 * int(bed[-1])))
+    # bed-2's chunks 20 and 21 swapped on the wire (20 s starts a window), bed-3's chunk 25 sent twice
+    i20 = next(i for i, c in enumerate(messages) if (c.bed_id, c.seq) == ("bed-2", 20))
+    i21 = next(i for i, c in enumerate(messages) if (c.bed_id, c.seq) == ("bed-2", 21))
+    messages[i20], messages[i21] = messages[i21], messages[i20]
+    messages.insert(next(i for i, c in enumerate(messages) if (c.bed_id, c.seq) == ("bed-3", 27)),
+                    _chunk("bed-3", 25, 1000.9))
+
+    def all_windows(from_offset: int) -> set[tuple[str, float]]:
+        w = Windower(10.0, 5.0, FS)
+        return {(win.bed_id, win.end_s) for c in messages[from_offset:] for win in w.push(c)[1]}
+
+    expected = all_windows(0)
+    for crash_at in range(len(messages)):
+        windower = Windower(10.0, 5.0, FS)
+        ledger = CommitLedger(10.0, 5.0, FS, margin_chunks=3)
+        ledger.assign([0], generation=1)
+        published: set[tuple[str, float]] = set()
+        in_flight: list[tuple[object, float, str]] = []
+        committed = 0
+        for offset, chunk in enumerate(messages[:crash_at]):
+            in_flight += [(h, end, chunk.bed_id) for h, end in _feed(ledger, windower, 0, offset, chunk)]
+            if offset % 4 == 3:  # scores reach the broker in bursts, a few messages late
+                for hold, end, bed in in_flight:
+                    ledger.published(hold, end)  # type: ignore[arg-type]
+                    published.add((bed, end))
+                in_flight = []
+            committed = ledger.committable(0.0).get(0, committed)
+            ledger.committed({0: committed})
+        assert published | all_windows(committed) >= expected, f"windows lost after a crash at {crash_at}"
+
+
+def test_dead_letters_hold_their_offset_until_sent_and_duplicates_hold_nothing() -> None:
+    ledger = CommitLedger(10.0, 5.0, FS)
+    ledger.assign([0], generation=1)
+    assert ledger.accept(0, 0)
+    letter = SendHold()
+    ledger.other(0, 0, letter)
+    assert ledger.accept(0, 1)
+    ledger.other(0, 1)
+    assert ledger.committable(0.0) == {}
+    letter.done = True
+    assert ledger.committable(0.0) == {0: 2}
+
+
+def test_a_silent_bed_stops_holding_its_partition_back() -> None:
+    windower = Windower(10.0, 5.0, FS)
+    ledger = CommitLedger(10.0, 5.0, FS, idle_release_s=60.0)
+    ledger.assign([0], generation=1)
+    for seq in range(4):  # four seconds, no window yet: everything is needed
+        _feed(ledger, windower, 0, seq, _chunk("bed-1", seq), now_s=100.0)
+    assert ledger.committable(120.0) == {}
+    assert ledger.committable(161.0) == {0: 4}
+
+
+def test_rebalance_keeps_partitions_held_through_consecutive_generations_only() -> None:
+    dropped: list[str] = []
+    windower = Windower(10.0, 5.0, FS)
+    ledger = CommitLedger(10.0, 5.0, FS, on_drop=dropped.append)
+    ledger.assign([0, 1], generation=3)
+    for seq in range(3):
+        _feed(ledger, windower, 0, seq, _chunk("bed-a", seq))
+        _feed(ledger, windower, 1, seq, _chunk("bed-b", seq))
+    assert ledger.assign([0], generation=4) == ["bed-b"]  # partition 1 went to another member
+    assert not ledger.accept(0, 2) and ledger.accept(0, 3)  # re-read from the commit: skipped up to where we were
+    assert not ledger.accept(1, 3)  # not ours any more
+    assert ledger.assign([0, 1], generation=6) == ["bed-a"]  # a generation was missed: start again
+    assert dropped == ["bed-b", "bed-a"]
+
+
+def test_offsets_below_our_own_commit_mean_the_log_was_reset() -> None:
+    dropped: list[str] = []
+    windower = Windower(10.0, 5.0, FS)
+    ledger = CommitLedger(10.0, 5.0, FS, on_drop=dropped.append)
+    ledger.assign([0], generation=1)
+    for seq in range(30):
+        _feed(ledger, windower, 0, seq, _chunk("bed-a", seq), now_s=0.0)
+    ledger.committed({0: 5})
+    assert ledger.accept(0, 0) and dropped == ["bed-a"] and ledger.resets == 1
+
+
+def test_a_full_scoring_queue_sheds_windows_as_explicit_unscorable_scores(monkeypatch: pytest.MonkeyPatch,
+                                                                          tmp_path: Path) -> None:
+    """The real agent (Faust's test context, the producer replaced): the executor is not running, so its bounded
+    queue fills and every further window is published as unscorable with the reason, none silently dropped."""
+    import asyncio
+    import types
+
+    import faust
+
+    from ingest.codec import decode_score, encode_chunk
+    from ingest.topics import Topics
+    from ingest.worker import WorkerConfig, build_app
+
+    sent: list[tuple[str, bytes, bytes]] = []
+
+    async def send(self: faust.Topic, *, key: bytes, value: bytes, **kwargs: object) -> asyncio.Future[None]:
+        sent.append((self.get_topic_name(), key, value))
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        future.set_result(None)
+        return future
+
+    monkeypatch.setattr(faust.Topic, "send", send)
+    config = WorkerConfig("127.0.0.1:1", Topics.named("shed"), max_queue=2, datadir=tmp_path)
+    app = build_app(config, types.SimpleNamespace(plan=None))  # type: ignore[arg-type]
+
+    async def stream() -> None:
+        async with app.agents["holmes-windowing"].test_context() as agent:
+            for seq in range(40):
+                for bed in ("bed-1", "bed-2"):
+                    await agent.put(value=encode_chunk(_chunk(bed, seq)), key=bed.encode())
+
+    asyncio.run(stream())
+    counters, ledger = app.holmes_counters, app.holmes_ledger  # type: ignore[attr-defined]
+    scores = [decode_score(v) for topic, _, v in sent if topic == "shed.scores"]
+    assert counters.windows == 14 and app.holmes_executor.depth == 2  # type: ignore[attr-defined]
+    assert counters.shed == len(scores) == 12
+    assert all(s.state == "unscorable" and s.reason == "shed: scoring queue full" for s in scores)
+    assert all(s.extra["worker_id"] == config.worker_id for s in scores)
+    assert ledger.figures()["pending_windows"] == 2  # the shed ones are on the broker; the queued two are not
