@@ -192,8 +192,8 @@ _SCORE_FIELD_NAMES = tuple(_SCORE_FIELDS)
 _SCORE_STATES = ("ok", "unscorable")
 
 
-def decode_score(data: bytes | None) -> ScoreRecord:
-    """Parse and check a score record; raises :class:`DecodeError` on any defect, never anything else."""
+def _json_record(data: bytes | None, version: int, kind: str) -> dict[str, Any]:
+    """The fields of a versioned JSON record (``v`` removed), or :class:`DecodeError`."""
     if not isinstance(data, bytes | bytearray | memoryview):
         raise DecodeError("wrong-type", f"expected bytes, got {type(data).__name__}")
     if len(data) > MAX_MESSAGE_BYTES:
@@ -202,8 +202,14 @@ def decode_score(data: bytes | None) -> ScoreRecord:
         body = json.loads(bytes(data), parse_constant=_refuse_constant)
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise DecodeError("undecodable", str(exc)[:200]) from exc
-    if not isinstance(body, dict) or body.pop("v", None) != SCORE_SCHEMA_VERSION:
-        raise DecodeError("wrong-schema", "not a version-1 score record")
+    if not isinstance(body, dict) or body.pop("v", None) != version:
+        raise DecodeError("wrong-schema", f"not a version-{version} {kind} record")
+    return body
+
+
+def decode_score(data: bytes | None) -> ScoreRecord:
+    """Parse and check a score record; raises :class:`DecodeError` on any defect, never anything else."""
+    body = _json_record(data, SCORE_SCHEMA_VERSION, "score")
     unknown = set(body) - set(_SCORE_FIELDS)
     if unknown:
         raise DecodeError("wrong-schema", f"unknown fields {sorted(unknown)}")
@@ -280,16 +286,7 @@ def encode_plan(plan: PlanRecord) -> bytes:
 
 def decode_plan(data: bytes | None) -> PlanRecord:
     """Parse and check a plan record; raises :class:`DecodeError` on any defect, never anything else."""
-    if not isinstance(data, bytes | bytearray | memoryview):
-        raise DecodeError("wrong-type", f"expected bytes, got {type(data).__name__}")
-    if len(data) > MAX_MESSAGE_BYTES:
-        raise DecodeError("oversized", f"{len(data)} bytes > {MAX_MESSAGE_BYTES}")
-    try:
-        body = json.loads(bytes(data), parse_constant=_refuse_constant)
-    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
-        raise DecodeError("undecodable", str(exc)[:200]) from exc
-    if not isinstance(body, dict) or body.pop("v", None) != PLAN_SCHEMA_VERSION:
-        raise DecodeError("wrong-schema", "not a version-1 plan record")
+    body = _json_record(data, PLAN_SCHEMA_VERSION, "plan")
     unknown = set(body) - set(_PLAN_FIELDS)
     missing = {n for n, f in _PLAN_FIELDS.items()
                if f.default is dataclasses.MISSING and n not in body}
