@@ -215,9 +215,11 @@ class LatencyModel:
         utilisation = busy_per_hop / (per_hop * tick_ms)
         if utilisation >= 1.0:
             return replace(_UNSTABLE, utilisation=utilisation)
-        # the tick's windows reach the executor while the event loop decodes every bed's chunk, or as the
-        # beds' chunks come in over the tick when their clocks are spread
-        chunk_span = max(load.beds * c.chunk_ms * self.contention, min(load.spread_s, load.chunk_s) * 1000.0)
+        # A window's latency counts from its own acquisition. Beds whose clocks are spread over the tick are
+        # acquired spread_ms apart and their chunks decoded as they come; chunks sent together queue on the
+        # event loop, which decodes every bed's chunk of the tick (decode_ms) before the last window is in.
+        spread_ms = min(load.spread_s, load.chunk_s) * 1000.0
+        decode_ms = load.beds * c.chunk_ms * self.contention
         deliver_ms = c.deliver_ms * self.contention
         free_at = 0.0
         latencies: list[np.ndarray] = []
@@ -226,9 +228,9 @@ class LatencyModel:
             n = load.due(tick)
             if n == 0:
                 continue
-            t0 = tick * tick_ms
-            # window j (0-based) reaches the queue when the event loop has decoded its chunk
-            arrivals = t0 + chunk_span * (np.arange(1, n + 1) / n)
+            frac = np.arange(1, n + 1) / n
+            acquired = tick * tick_ms + spread_ms * frac
+            arrivals = acquired + max(decode_ms - spread_ms, 0.0) * frac + c.chunk_ms * self.contention
             i = 0
             while i < n:
                 start = max(free_at, arrivals[i])
@@ -236,7 +238,7 @@ class LatencyModel:
                 b = max(1, min(ready - i, c.max_batch))
                 done = start + self.batch_ms(members, b)
                 publish = done + deliver_ms * np.arange(1, b + 1)
-                latencies.append(publish - t0)
+                latencies.append(publish - acquired[i:i + b])
                 free_at = publish[-1]
                 i += b
                 batches += 1

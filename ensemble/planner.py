@@ -26,7 +26,7 @@ import math
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, overload
 
 from ensemble.errors import EnsembleError
 from ensemble.latency import LatencyModel, LatencyPrediction, Load
@@ -61,6 +61,9 @@ class PlannerConfig:
         Seconds an upgrade must stay the best before it is made.
     slowdown_step : float
         Slowdowns and contention are rounded to this step before planning.
+    search_interval_s : float
+        At most one new search (a load, contention or slowdown not seen before) per this many seconds; in
+        between, the plan in force stays and deadline drops cover a load it no longer fits.
     change_ratio : float
         A measured slowdown or contention replaces the one planned with only when it differs from it by
         more than this factor, so measurement noise neither re-plans nor re-runs the search.
@@ -85,6 +88,7 @@ class PlannerConfig:
     dwell_s: float = 20.0
     slowdown_step: float = 0.25
     change_ratio: float = 1.25
+    search_interval_s: float = 5.0
     max_members: int | None = 6
     contention: float = 1.0
     pinned: tuple[str, ...] = ()
@@ -186,6 +190,7 @@ class Planner:
     _slowdown: dict[str, float] = field(default_factory=dict)
     _contention: float = 1.0
     _old_contention: float = 1.0
+    _last_search_s: float = -math.inf
 
     def __post_init__(self) -> None:
         served = candidates(self.models, self.config.window_s, self.config.leads)
@@ -249,12 +254,23 @@ class Planner:
             lo, hi = (mid, hi) if p99(mid) < target else (lo, mid)
         return hi
 
-    def choose(self, load: Load) -> Selection:
+    @overload
+    def choose(self, load: Load) -> Selection: ...
+
+    @overload
+    def choose(self, load: Load, now_s: float) -> Selection | None: ...
+
+    def choose(self, load: Load, now_s: float | None = None) -> Selection | None:
         """The best ensemble whose predicted p99 at ``load`` is within ``budget * (1 - margin)``; the cheapest
-        single model when none is (reported with ``method="cheapest"``)."""
+        single model when none is (reported with ``method="cheapest"``). With ``now_s``, a search that is not
+        memoised yet runs only if none ran in the last ``search_interval_s`` (else None: not now)."""
         key = (load, tuple(sorted(self._slowdown.items())), self._contention)
         if key in self._cache:
             return self._cache[key]
+        if now_s is not None:
+            if now_s - self._last_search_s < self.config.search_interval_s:
+                return None
+            self._last_search_s = now_s
         if self.config.pinned:
             pinned = self.config.pinned
             chosen = Selection(pinned, self.table.objective(pinned) if self.table else math.nan,
@@ -339,12 +355,16 @@ class Planner:
         if now_pred.p99_ms > self.config.budget_ms:
             reason = self._why(previous_load, load, old_slowdown, members)
             reason = f"over budget: {reason}; predicted p99 {_ms(now_pred.p99_ms)} > {self.config.budget_ms:.0f} ms"
-            cheaper = self.choose(load)
-            if set(cheaper.members) == set(members):  # nothing cheaper fits either: keep it, deadlines shed members
+            cheaper = self.choose(load, now_s)
+            if cheaper is None:  # searched too recently: deadline drops cover until the next search
+                return None
+            if set(cheaper.members) == set(members):  # nothing cheaper fits either: keep it, deadlines shed
                 self.load = load
                 return None
             return self._switch(cheaper, load, reason)
-        best = self.choose(load)
+        best = self.choose(load, now_s)
+        if best is None:
+            return None
         same = set(best.members) == set(members)
         if same or best.objective < self.current.objective + self.config.min_gain:
             self._pending = None

@@ -128,3 +128,12 @@ def test_a_pinned_ensemble_is_served_whatever_the_load(zoo: list[ServedModel]) -
     assert planner.observe(1.0, spread(4096)) is None  # over budget, but nothing else may be chosen
     with pytest.raises(EnsembleError, match="not candidates"):
         Planner(zoo, latency, PlannerConfig(pinned=("nope@1",)))
+
+
+def test_new_searches_are_rate_limited(planner: Planner) -> None:
+    planner.start(spread(64))
+    assert planner.observe(1.0, spread(128)) is not None  # over budget: searched and switched
+    searches = len(planner._cache)
+    assert planner.observe(2.0, spread(256)) is None  # a new load within search_interval_s: not now
+    assert len(planner._cache) == searches
+    assert planner.observe(1.0 + planner.config.search_interval_s, spread(256)) is not None
