@@ -84,6 +84,82 @@ class _Backoff:
         self.delay_s = min(self.delay_s * 2, self.max_s)
 
 
+class TopicTail:
+    """Reads one topic from its start without a consumer group, hands every record once to :meth:`on_records`,
+    and reconnects with backoff (the dead-letter and plan monitors).
+
+    Subclasses set ``topic``, ``bootstrap``, ``fetch_max_wait_ms``, ``backoff_max_s``, ``_task = None``,
+    ``_running = False`` and ``_next_offset = {}``, and define ``state``, :meth:`on_records` and :meth:`set_error`.
+    """
+
+    name = "topic"
+    topic: str | None
+    bootstrap: str | None
+    fetch_max_wait_ms: int
+    backoff_max_s: float
+    _task: asyncio.Task[None] | None
+    _running: bool
+    _next_offset: dict[int, int]
+
+    @property
+    def state(self) -> ConsumerState:
+        raise NotImplementedError
+
+    async def on_records(self, messages: list[Message]) -> None:
+        """Records of one partition not seen before, in offset order."""
+        raise NotImplementedError
+
+    def set_error(self, error: str | None) -> None:
+        raise NotImplementedError
+
+    async def start(self) -> None:
+        if self.state == "disabled" or (self._task is not None and not self._task.done()):
+            return
+        self._task = asyncio.create_task(self._run(), name=f"holmes-api-{self.name}")
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is None:
+            return
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    async def _run(self) -> None:
+        backoff = _Backoff(self.backoff_max_s)
+        while True:
+            consumer = AIOKafkaConsumer(
+                self.topic, bootstrap_servers=self.bootstrap, group_id=None, client_id=f"holmes-api-{self.name}",
+                enable_auto_commit=False, auto_offset_reset="earliest", fetch_max_wait_ms=self.fetch_max_wait_ms,
+            )
+            try:
+                await consumer.start()
+                self._running = True
+                self.set_error(None)
+                while True:
+                    batches = await consumer.getmany(timeout_ms=1_000, max_records=500)
+                    for tp, messages in batches.items():
+                        # After a reconnect the topic is read again from the start: handle each record once.
+                        fresh = [m for m in messages if m.offset >= self._next_offset.get(tp.partition, 0)]
+                        if fresh:
+                            self._next_offset[tp.partition] = fresh[-1].offset + 1
+                            await self.on_records(fresh)
+            except asyncio.CancelledError:
+                raise
+            except (KafkaError, OSError) as exc:
+                self.set_error(f"kafka: {exc}")
+                log.warning("%s topic %s not readable (%s); retrying in %.2f s", self.name, self.topic, exc,
+                            backoff.delay_s)
+            except Exception as exc:
+                self.set_error(f"{type(exc).__name__}: {str(exc)[:200]}")
+                log.exception("%s monitor failed; restarting in %.2f s", self.name, backoff.delay_s)
+            finally:
+                self._running = False
+                with contextlib.suppress(Exception):
+                    await consumer.stop()
+            await backoff.sleep()
+
+
 def alert_message(change: AlertChange, sent_at_s: float) -> str:
     """The WebSocket message of an alert event."""
     return AlertMessage(alert=AlertPublic.model_validate(change.alert), event=AlertEventPublic.model_validate(

@@ -7,17 +7,13 @@ still holds (its retention), also after the api restarts. The payload (the origi
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import re
 from collections import Counter, deque
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer
-from aiokafka.errors import KafkaError
-
-from api.consumer import _Backoff
+from api.consumer import Message, TopicTail
 from api.metrics import Metrics
 from api.schemas import ConsumerState, DeadLetterPublic, DeadLettersPublic
 
@@ -55,7 +51,7 @@ def parse_letter(value: bytes | None) -> DeadLetterPublic:
     )
 
 
-class DeadLetterMonitor:
+class DeadLetterMonitor(TopicTail):
     """Counts dead letters by reason and keeps the most recent ones."""
 
     def __init__(self, bootstrap: str | None, topic: str | None, metrics: Metrics, keep: int = 20,
@@ -95,50 +91,9 @@ class DeadLetterMonitor:
         return DeadLettersPublic(state=self.state, topic=self.topic, total=self.total, by_reason=dict(self.by_reason),
                                  recent=list(reversed(self.recent)), last_error=self.last_error)
 
-    async def start(self) -> None:
-        if self.state == "disabled" or (self._task is not None and not self._task.done()):
-            return
-        self._task = asyncio.create_task(self._run(), name="holmes-api-deadletters")
+    async def on_records(self, messages: list[Message]) -> None:
+        for message in messages:
+            self.add(message.value)
 
-    async def stop(self) -> None:
-        task, self._task = self._task, None
-        if task is None:
-            return
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-
-    async def _run(self) -> None:
-        backoff = _Backoff(self.backoff_max_s)
-        while True:
-            consumer = AIOKafkaConsumer(
-                self.topic, bootstrap_servers=self.bootstrap, group_id=None, client_id="holmes-api-deadletters",
-                enable_auto_commit=False, auto_offset_reset="earliest", fetch_max_wait_ms=self.fetch_max_wait_ms,
-            )
-            try:
-                await consumer.start()
-                self._running = True
-                self.last_error = None
-                while True:
-                    batches = await consumer.getmany(timeout_ms=1_000, max_records=500)
-                    for tp, messages in batches.items():
-                        for message in messages:
-                            # After a reconnect the topic is read again from the start: count each letter once.
-                            if message.offset < self._next_offset.get(tp.partition, 0):
-                                continue
-                            self._next_offset[tp.partition] = message.offset + 1
-                            self.add(message.value)
-            except asyncio.CancelledError:
-                raise
-            except (KafkaError, OSError) as exc:
-                self.last_error = f"kafka: {exc}"
-                log.warning("dead-letter topic %s not readable (%s); retrying in %.2f s", self.topic, exc,
-                            backoff.delay_s)
-            except Exception as exc:
-                self.last_error = f"{type(exc).__name__}: {str(exc)[:200]}"
-                log.exception("dead-letter monitor failed; restarting in %.2f s", backoff.delay_s)
-            finally:
-                self._running = False
-                with contextlib.suppress(Exception):
-                    await consumer.stop()
-            await backoff.sleep()
+    def set_error(self, error: str | None) -> None:
+        self.last_error = error

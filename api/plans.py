@@ -10,7 +10,6 @@ decoded or stored is counted and logged with its position, never fatal.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import logging
 import re
@@ -20,13 +19,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer
-from aiokafka.errors import KafkaError
 from sqlalchemy import Engine, and_, func, or_, select
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from api.consumer import Message, _Backoff
+from api.consumer import Message, TopicTail, _Backoff
 from api.db import _insert
 from api.metrics import Metrics
 from api.schemas import (
@@ -222,7 +219,7 @@ class PlanStats:
     last_error: str | None = None
 
 
-class PlanMonitor:
+class PlanMonitor(TopicTail):
     """Stores every plan of ``<prefix>.plans`` and keeps each worker's plan in force and the recent ones."""
 
     def __init__(self, bootstrap: str | None, topic: str | None, store: PlanStore, metrics: Metrics,
@@ -407,50 +404,10 @@ class PlanMonitor:
 
     # -- the Kafka loop -----------------------------------------------------------------------------------
 
-    async def start(self) -> None:
-        if self.state == "disabled" or (self._task is not None and not self._task.done()):
-            return
-        self._task = asyncio.create_task(self._run(), name="holmes-api-plans")
+    async def on_records(self, messages: list[Message]) -> None:
+        plans = self.decode(messages)
+        if plans:
+            await self._store_until_done(plans)
 
-    async def stop(self) -> None:
-        task, self._task = self._task, None
-        if task is None:
-            return
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-
-    async def _run(self) -> None:
-        backoff = _Backoff(self.backoff_max_s)
-        while True:
-            consumer = AIOKafkaConsumer(
-                self.topic, bootstrap_servers=self.bootstrap, group_id=None, client_id="holmes-api-plans",
-                enable_auto_commit=False, auto_offset_reset="earliest", fetch_max_wait_ms=self.fetch_max_wait_ms,
-            )
-            try:
-                await consumer.start()
-                self._running = True
-                self.stats.last_error = None
-                while True:
-                    batches = await consumer.getmany(timeout_ms=1_000, max_records=500)
-                    for tp, messages in batches.items():
-                        # After a reconnect the topic is read again from the start: handle each record once.
-                        fresh = [m for m in messages if m.offset >= self._next_offset.get(tp.partition, 0)]
-                        if fresh:
-                            self._next_offset[tp.partition] = fresh[-1].offset + 1
-                            plans = self.decode(fresh)
-                            if plans:
-                                await self._store_until_done(plans)
-            except asyncio.CancelledError:
-                raise
-            except (KafkaError, OSError) as exc:
-                self.stats.last_error = f"kafka: {exc}"
-                log.warning("plans topic %s not readable (%s); retrying in %.2f s", self.topic, exc, backoff.delay_s)
-            except Exception as exc:
-                self.stats.last_error = f"{type(exc).__name__}: {str(exc)[:200]}"
-                log.exception("plan monitor failed; restarting in %.2f s", backoff.delay_s)
-            finally:
-                self._running = False
-                with contextlib.suppress(Exception):
-                    await consumer.stop()
-            await backoff.sleep()
+    def set_error(self, error: str | None) -> None:
+        self.stats.last_error = error
