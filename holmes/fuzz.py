@@ -9,8 +9,11 @@ and the database.
 
 Kinds of hostile message (``KINDS``): malformed headers, truncated chunks, oversized messages, a wrong schema
 version, NaN/Inf samples, a wrong sample rate, a key that is not the chunk's bed id, hostile bed ids, random
-garbage, empty and null payloads, null keys, and valid chunks of fuzz-only beds whose sequence numbers leap
-ahead by up to 2**61 (``seq-jump``: accepted, so they must *not* be dead-lettered, and must not stall the worker).
+garbage, empty and null payloads, null keys (on bad and on valid chunks), valid chunks of fuzz-only beds whose
+sequence numbers and time stamps leap ahead together (``seq-jump``: a monitor that was off; accepted, so they must
+*not* be dead-lettered, and must not stall the worker), and valid chunks under a real bed's key whose sequence
+number leaps far ahead of its time stamp, or whose time stamp is far in the future (``forged-seq``: sent only once
+every real bed has been scored, so that the worker knows where each bed stands; they must not silence it).
 Hostile chunks name real beds as often as fuzz-only ones, so a check that let one through would show up as a
 lost or corrupted window of a real bed.
 """
@@ -55,11 +58,15 @@ KINDS: dict[str, str] = {
     "bad-bed-id": "a chunk whose bed id is huge, empty, has control characters, unicode or is not utf-8",
     "garbage": "random bytes",
     "empty": "an empty payload or a null one (tombstone)",
-    "null-key": "a bad payload of another kind without a key",
-    "seq-jump": "a valid chunk of a fuzz-only bed whose sequence number leaps ahead",
+    "null-key": "a bad payload of another kind, or a valid chunk, without a key",
+    "seq-jump": "a valid chunk of a fuzz-only bed whose sequence number and time stamp leap ahead together",
+    "forged-seq": "a valid chunk under a real bed's key, its sequence number far ahead of its time stamp, or its "
+                  "time stamp far in the future",
 }
 #: Oversized messages are large (~300 kB, twice over with their dead letter): fewer of them.
 WEIGHTS: dict[str, float] = {**dict.fromkeys(KINDS, 1.0), "oversized": 0.25, "seq-jump": 0.5}
+#: Fuzz-only beds' streams start this long before the run, so that their leaps never reach the future.
+_FUZZ_BED_LEAD_S = 1e7
 
 _HEADER = struct.Struct("<2sBBQdffBIB")  # ingest.codec's waveform layout, version 1
 FS_HZ = 250.0
@@ -120,6 +127,7 @@ class HostileFactory:
             "wrong-schema": self._wrong_schema, "non-finite": self._non_finite, "wrong-rate": self._wrong_rate,
             "key-mismatch": self._key_mismatch, "bad-bed-id": self._bad_bed_id, "garbage": self._garbage,
             "empty": self._empty, "null-key": self._null_key, "seq-jump": self._seq_jump,
+            "forged-seq": self._forged_seq,
         }
 
     def make(self, i: int) -> Hostile:
@@ -137,11 +145,13 @@ class HostileFactory:
         data = self.rng.randbytes(2 * n * n_leads)
         return np.frombuffer(data, dtype="<i2").reshape(n_leads, n) // 64
 
-    def _chunk(self, i: int, bed: str | None = None, fs: float = FS_HZ, seq: int | None = None) -> bytes:
-        """A valid chunk; ``t0_s`` carries the message index, so no two messages have the same bytes."""
+    def _chunk(self, i: int, bed: str | None = None, fs: float = FS_HZ, seq: int | None = None,
+               t0_s: float | None = None) -> bytes:
+        """A valid chunk; ``t0_s`` carries the message index unless given, so no two messages have the same bytes."""
         n = max(1, round(fs))
         chunk = WaveformChunk(bed or self._bed(), self.rng.randrange(100_000) if seq is None else seq,
-                              self.t0_s + i * 1e-3, fs, tuple(x.decode() for x in LEADS), self._samples(n), 200.0)
+                              self.t0_s + i * 1e-3 if t0_s is None else t0_s, fs, tuple(x.decode() for x in LEADS),
+                              self._samples(n), 200.0)
         return encode_chunk(chunk)
 
     def _raw(self, i: int, bed: bytes, **fields: Any) -> bytes:
@@ -251,16 +261,27 @@ class HostileFactory:
     def _null_key(self, i: int) -> Hostile:
         kind = self.rng.choice(["malformed", "truncated", "wrong-schema", "non-finite", "wrong-rate", "bad-bed-id",
                                 "garbage"])
+        if self.rng.random() < 0.3:
+            return Hostile("null-key", None, self._chunk(i, self.rng.choice(self.real_beds)), frozenset({"null-key"}))
         inner = self._builders[kind](i)
         return Hostile("null-key", None, inner.value or b"\x00", inner.reasons)
 
     def _seq_jump(self, i: int) -> Hostile:
         bed = self.rng.choice(self.fuzz_beds)
         seq = self._next_seq[bed]
-        self._next_seq[bed] = seq + self.rng.choice([1, 1, 2, 5, 1000, 10**9, 2**40, 2**61])
-        if self._next_seq[bed] >= 2**63:
-            self._next_seq[bed] = 0
-        return Hostile("seq-jump", bed.encode(), self._chunk(i, bed, seq=seq), frozenset())
+        self._next_seq[bed] = seq + self.rng.choice([1, 1, 2, 5, 1000])
+        # one second per chunk, as the sequence number says: a gap, not a forgery
+        t0_s = max(0.0, self.t0_s - _FUZZ_BED_LEAD_S) + seq
+        return Hostile("seq-jump", bed.encode(), self._chunk(i, bed, seq=seq, t0_s=t0_s), frozenset())
+
+    def _forged_seq(self, i: int) -> Hostile:
+        bed = self.rng.choice(self.real_beds)
+        seq = self.rng.choice([10**4, 10**6, 10**9, 2**40, 2**61]) + self.rng.randrange(1000)
+        if self.rng.random() < 0.7:  # stamped now: the sequence number claims years that did not pass
+            return Hostile("forged-seq", bed.encode(), self._chunk(i, bed, seq=seq), frozenset({"implausible-seq"}))
+        t0_s = self.t0_s + 3600.0 + self.rng.random() * seq  # consistent with the leap, so from the future
+        return Hostile("forged-seq", bed.encode(), self._chunk(i, bed, seq=seq, t0_s=t0_s),
+                       frozenset({"future-timestamp"}))
 
 
 @dataclass(frozen=True, slots=True)
@@ -421,6 +442,20 @@ def run_fuzz(settings: Settings, options: FuzzOptions) -> dict[str, Any]:
             options.source, "--speed", str(options.speed), "--seed", str(options.seed), "--quiet",
         ])
         t_start = time.time()
+
+        def every_real_bed_scored() -> bool:
+            return {bed for bed, _ in list(listener.arrivals)} >= set(real_beds)
+
+        def send(msg: Hostile) -> None:
+            record = Sent(msg.kind, msg.reasons)
+            sent.setdefault(fingerprint(msg.key, msg.value), []).append(record)
+            kinds_sent[msg.kind] += 1
+            future = producer.send(topics.waveforms.name, key=msg.key, value=msg.value)
+            future.add_errback(lambda exc, r=record: setattr(r, "failed", True))
+
+        # A forged chunk before a bed's first genuine one would be that bed's first chunk: forged ones wait until
+        # every real bed has been scored (the worker then knows where each stands).
+        deferred: list[Hostile] = []
         try:
             with tqdm(total=options.messages, desc="hostile messages", unit="msg", mininterval=0.5,
                       disable=not options.progress) as bar:
@@ -429,12 +464,20 @@ def run_fuzz(settings: Settings, options: FuzzOptions) -> dict[str, Any]:
                     if (wait := due - time.time()) > 0:
                         time.sleep(wait)
                     msg = factory.make(i)
-                    record = Sent(msg.kind, msg.reasons)
-                    sent.setdefault(fingerprint(msg.key, msg.value), []).append(record)
-                    kinds_sent[msg.kind] += 1
-                    future = producer.send(topics.waveforms.name, key=msg.key, value=msg.value)
-                    future.add_errback(lambda exc, r=record: setattr(r, "failed", True))
+                    if msg.kind == "forged-seq" and not every_real_bed_scored():
+                        deferred.append(msg)
+                    else:
+                        send(msg)
+                        if deferred and every_real_bed_scored():
+                            for held in deferred:
+                                send(held)
+                            deferred.clear()
                     bar.update()
+                wait_until = time.time() + 60.0
+                while deferred and not every_real_bed_scored() and time.time() < wait_until:
+                    time.sleep(0.2)
+                for held in deferred:
+                    send(held)
             producer.flush(timeout=60)
         finally:
             close_producer(producer)

@@ -38,6 +38,10 @@ class WorkerSettings(CommonSettings):
     sample_rate_hz: float = 250.0
     fetch_max_wait_ms: int = Field(default=10, ge=0, le=1500)
     max_reorder_chunks: int = Field(default=2, ge=0, le=16)
+    max_beds: int = Field(default=10_000, ge=1, description="most beds one worker tracks; more are dead-lettered")
+    bed_evict_s: float = Field(default=900.0, gt=0, description="a bed silent this long is forgotten")
+    max_future_s: float = Field(default=300.0, gt=0,
+                                description="chunks stamped further ahead of the worker's clock are dead-lettered")
     model_dir: Path | None = Field(default=None, description="model artifacts; unset = the packaged ones")
     budget_ms: float = Field(default=1000.0, gt=0, le=60_000, description="end-to-end p99 budget of a score")
     exec_mode: Literal["batched", "per-request", "offline"] = Field(

@@ -9,6 +9,15 @@ windows. Duplicates are dropped by sequence number, whatever their leads; a chun
 invalid and every window that overlaps them is emitted as incomplete instead of being stitched. A gap longer
 than ``MAX_FILLED_GAP_S`` (a monitor off for a long time, or a sequence number that leaps ahead) costs no more
 than a short one: the windows that overlap its edges are emitted, those wholly inside it are skipped.
+
+A sequence number is trusted only as far as the chunk's own clock agrees with it: a chunk that claims to be
+``k`` chunks ahead must be stamped at least half of those ``k`` chunks' time after the bed's last sample
+(less ``SEQ_CLOCK_SLACK_S``). Otherwise it is refused with :class:`~ingest.errors.DecodeError`
+``implausible-seq`` before it touches the bed's state, so a forged far-ahead sequence number under a real bed's
+key cannot make the bed's genuine chunks look like duplicates and silence it. The other way round, a chunk whose
+sequence number was seen already but which is stamped clearly after the bed's newest sample is not a duplicate:
+the monitor restarted its numbering (a reboot), or the numbers before were forged; the buffer starts again from
+it (outcome ``RESET``), as on a lead change.
 """
 
 from __future__ import annotations
@@ -18,11 +27,16 @@ from enum import StrEnum
 
 import numpy as np
 
+from ingest.errors import DecodeError
 from ingest.schemas import WaveformChunk
 
 #: Gaps up to this long are filled sample by sample; beyond it, windows wholly inside the gap are skipped, so
 #: the work a gap costs is bounded whatever the sequence numbers say.
 MAX_FILLED_GAP_S = 300.0
+
+#: A chunk ahead of the expected one may be stamped this much earlier than half the time its sequence number
+#: claims has passed (clock jitter, a short chunk), and no more.
+SEQ_CLOCK_SLACK_S = 2.0
 
 
 class ChunkOutcome(StrEnum):
@@ -31,7 +45,7 @@ class ChunkOutcome(StrEnum):
     ACCEPTED = "accepted"
     HELD = "held"  # arrived ahead of a missing one; waits for it
     DUPLICATE = "duplicate"  # seq already seen (or given up on)
-    RESET = "reset"  # the lead set changed: the buffer started again
+    RESET = "reset"  # the lead set changed, or the numbering restarted: the buffer started again
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,12 +115,17 @@ class BedWindower:
         """Feed one decoded chunk; returns what happened to it and the windows it completed."""
         # Checked before the lead set: a late copy of a chunk from before a lead change must not restart the
         # buffer (that re-cut windows already emitted and dropped the current stream's last window of samples).
+        renumbered = False
         if self._leads is not None and (chunk.seq < self._next_seq or chunk.seq in self._pending):
-            self.stats.duplicates += 1
-            return ChunkOutcome.DUPLICATE, []
+            renumbered = chunk.seq < self._next_seq and chunk.t0_s > self._next_t() + SEQ_CLOCK_SLACK_S
+            if not renumbered:
+                self.stats.duplicates += 1
+                return ChunkOutcome.DUPLICATE, []
+        elif self._leads is not None and chunk.seq > self._next_seq:  # also before a lead change: no short cut
+            self._check_clock(chunk)
         mv = chunk.millivolts()
         outcome = ChunkOutcome.ACCEPTED
-        if self._leads != chunk.leads:
+        if self._leads != chunk.leads or renumbered:
             if self._leads is not None:
                 self.stats.resets += 1
                 outcome = ChunkOutcome.RESET
@@ -135,6 +154,23 @@ class BedWindower:
             self._next_seq += 1
             self.stats.accepted += 1
         return outcome, windows
+
+    def _next_t(self) -> float:
+        """Acquisition time of the next sample the buffer expects."""
+        ref_index, ref_t = self._t_ref
+        return ref_t + (self._written - ref_index) / self.sample_rate_hz
+
+    def _check_clock(self, chunk: WaveformChunk) -> None:
+        """Refuse a chunk whose sequence number runs ahead of its own time stamp (see the module docstring)."""
+        next_t = self._next_t()
+        ahead = chunk.seq - self._next_seq
+        claimed_s = ahead * self._last_n / self.sample_rate_hz
+        if chunk.t0_s < next_t + 0.5 * claimed_s - SEQ_CLOCK_SLACK_S:
+            raise DecodeError(
+                "implausible-seq",
+                f"seq {chunk.seq} is {ahead} chunks ({claimed_s:.3g} s) ahead of bed {self.bed_id!r}'s next "
+                f"({self._next_seq}) but stamped {chunk.t0_s - next_t:+.3g} s from its next sample",
+            )
 
     def _restart(self, chunk: WaveformChunk) -> None:
         self._leads = chunk.leads
@@ -212,28 +248,56 @@ class BedWindower:
 
 
 class Windower:
-    """All beds of one worker: one :class:`BedWindower` per bed id, created on first sight."""
+    """All beds of one worker: one :class:`BedWindower` per bed id, created on first sight.
 
-    def __init__(self, window_s: float, hop_s: float, sample_rate_hz: float, max_reorder_chunks: int = 2) -> None:
+    At most ``max_beds`` beds are tracked (``None``: no limit): a chunk of a new bed beyond that is refused with
+    ``DecodeError("too-many-beds")``, so a stream of made-up bed ids cannot exhaust the worker's memory (each bed
+    holds one window of samples). Beds that stopped streaming are dropped with :meth:`drop`.
+    """
+
+    def __init__(self, window_s: float, hop_s: float, sample_rate_hz: float, max_reorder_chunks: int = 2,
+                 max_beds: int | None = None) -> None:
         self.window_s = window_s
         self.hop_s = hop_s
         self.sample_rate_hz = sample_rate_hz
         self.max_reorder_chunks = max_reorder_chunks
+        self.max_beds = max_beds
         self.beds: dict[str, BedWindower] = {}
+        #: beds dropped with :meth:`drop`, and their counters, so that totals do not go backwards
+        self.dropped = 0
+        self._dropped_stats = WindowerStats()
 
     def push(self, chunk: WaveformChunk) -> tuple[ChunkOutcome, list[Window]]:
         """Route a chunk to its bed's buffer."""
         bed = self.beds.get(chunk.bed_id)
         if bed is None:
-            bed = self.beds[chunk.bed_id] = BedWindower(
-                chunk.bed_id, self.window_s, self.hop_s, self.sample_rate_hz, self.max_reorder_chunks
-            )
+            if self.max_beds is not None and len(self.beds) >= self.max_beds:
+                raise DecodeError("too-many-beds", f"this worker already tracks {len(self.beds)} beds "
+                                                   f"(HOLMES_MAX_BEDS); bed {chunk.bed_id!r} is not taken on")
+            bed = BedWindower(chunk.bed_id, self.window_s, self.hop_s, self.sample_rate_hz, self.max_reorder_chunks)
+            outcome, windows = bed.push(chunk)  # a first chunk it refuses leaves no empty bed behind
+            self.beds[chunk.bed_id] = bed
+            return outcome, windows
         return bed.push(chunk)
+
+    def drop(self, bed_id: str) -> bool:
+        """Forget a bed's buffer (its partition moved away, or it stopped streaming); whether it was tracked."""
+        bed = self.beds.pop(bed_id, None)
+        if bed is None:
+            return False
+        self.dropped += 1
+        _add_stats(self._dropped_stats, bed.stats)
+        return True
 
     def totals(self) -> WindowerStats:
         """Counters summed over beds."""
         total = WindowerStats()
+        _add_stats(total, self._dropped_stats)
         for bed in self.beds.values():
-            for name in WindowerStats.__slots__:  # type: ignore[attr-defined]
-                setattr(total, name, getattr(total, name) + getattr(bed.stats, name))
+            _add_stats(total, bed.stats)
         return total
+
+
+def _add_stats(total: WindowerStats, stats: WindowerStats) -> None:
+    for name in WindowerStats.__slots__:  # type: ignore[attr-defined]
+        setattr(total, name, getattr(total, name) + getattr(stats, name))

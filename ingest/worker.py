@@ -94,6 +94,14 @@ class WorkerConfig:
     commit_interval_s: float = 1.0
     #: a bed silent for this long (wall clock) stops holding its partition's commit back
     idle_release_s: float = 60.0
+    #: a bed silent for this long is forgotten (buffer, bookkeeping); it starts again if it comes back
+    bed_evict_s: float = 900.0
+    #: most beds one worker tracks; chunks of further new beds are dead-lettered (``too-many-beds``)
+    max_beds: int = 10_000
+    #: chunks stamped further ahead of this worker's clock are dead-lettered (``future-timestamp``)
+    max_future_s: float = 300.0
+    #: dead letters logged one per line per reason and minute before the rest are only counted
+    deadletter_log_per_min: int = 10
     worker_id: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
 
     @property
@@ -295,6 +303,21 @@ class CommitLedger:
         """A message that holds nothing (a duplicate) or only until ``hold`` is done (a dead letter)."""
         self.partitions[partition].entries.append((offset, hold, 0.0))
 
+    def evict_idle(self, now_s: float, idle_s: float) -> list[str]:
+        """Forget beds silent for more than ``idle_s`` (monotonic ``now_s``) with no score still on its way: a
+        discharged patient's buffer and bookkeeping go, and it holds no commit back. Returns the bed ids dropped
+        (``on_drop`` is called for each); a bed that comes back starts again like a new one."""
+        gone = [b for b, h in self.beds.items() if now_s - h.last_seen_s > idle_s and not h.pending]
+        for bed_id in gone:
+            hold = self.beds.pop(bed_id)
+            hold.dropped = True
+            part = self.partitions.get(hold.partition)
+            if part is not None:
+                part.beds.discard(bed_id)
+            if self.on_drop is not None:
+                self.on_drop(bed_id)
+        return gone
+
     def reset(self, hold: BedHold) -> None:
         """The bed's buffer restarted (lead set changed): every chunk from here on is needed again."""
         hold.last_end_s = None
@@ -395,12 +418,49 @@ def deadletter_record(reason: str, detail: str, topic: str, partition: int | Non
     ).encode()
 
 
-def check_chunk(chunk: WaveformChunk, key: bytes | None, sample_rate_hz: float) -> None:
-    """Checks beyond the codec's: the stream's rate, and the Kafka key that keeps a bed on one partition."""
+def check_chunk(chunk: WaveformChunk, key: bytes | None, sample_rate_hz: float, now_s: float | None = None,
+                max_future_s: float = 300.0) -> None:
+    """Checks beyond the codec's: the stream's rate, the Kafka key that keeps a bed on one partition, and (given
+    the worker's clock ``now_s``) a time stamp no more than ``max_future_s`` ahead of it."""
     if abs(chunk.sample_rate_hz - sample_rate_hz) > 1e-3:
         raise DecodeError("wrong-rate", f"{chunk.sample_rate_hz} Hz, this stream runs at {sample_rate_hz} Hz")
-    if key is not None and key != chunk.bed_id.encode():
+    if key is None:
+        raise DecodeError("null-key", f"a chunk of bed {chunk.bed_id!r} without a Kafka key (the key must be the "
+                                      "bed id, so that a bed's chunks stay on one partition, in order)")
+    if key != chunk.bed_id.encode():
         raise DecodeError("key-mismatch", f"key {key[:80]!r} is not bed id {chunk.bed_id!r}")
+    if now_s is not None and chunk.t0_s > now_s + max_future_s:
+        raise DecodeError("future-timestamp", f"chunk of {chunk.bed_id!r} stamped {chunk.t0_s - now_s:.3g} s "
+                                              f"ahead of this worker's clock (at most {max_future_s:g} s)")
+
+
+class LogThrottle:
+    """At most ``per_interval`` log lines per key and interval; the rest are counted and summed up once.
+
+    ``allow(key, now_s)`` says whether to log this one; ``flush(now_s)`` returns ``{key: suppressed}`` for intervals
+    that ended (and forgets them).
+    """
+
+    def __init__(self, per_interval: int, interval_s: float = 60.0) -> None:
+        self.per_interval = per_interval
+        self.interval_s = interval_s
+        self._windows: dict[str, tuple[float, int]] = {}
+
+    def allow(self, key: str, now_s: float) -> bool:
+        start, n = self._windows.get(key, (now_s, 0))
+        if now_s - start >= self.interval_s:
+            start, n = now_s, 0
+        self._windows[key] = (start, n + 1)
+        return n < self.per_interval
+
+    def flush(self, now_s: float) -> dict[str, int]:
+        out = {}
+        for key, (start, n) in list(self._windows.items()):
+            if now_s - start >= self.interval_s:
+                del self._windows[key]
+                if n > self.per_interval:
+                    out[key] = n - self.per_interval
+        return out
 
 
 #: The dashboard's ECG strip: the window's last 4 s of the first lead at 50 Hz (200 values).
@@ -520,10 +580,11 @@ def build_app(config: WorkerConfig, scorer: WindowScorer, planner: Planner | Non
     scores = app.topic(config.topics.scores.name, key_type=bytes, value_type=bytes)
     deadletter = app.topic(config.topics.deadletter.name, key_type=bytes, value_type=bytes)
     plans = app.topic(config.topics.plans.name, key_type=bytes, value_type=bytes)
-    windower = Windower(config.window_s, config.hop_s, config.sample_rate_hz, config.max_reorder_chunks)
+    windower = Windower(config.window_s, config.hop_s, config.sample_rate_hz, config.max_reorder_chunks,
+                        max_beds=config.max_beds)
     ledger = CommitLedger(config.window_s, config.hop_s, config.sample_rate_hz,
                           margin_chunks=config.max_reorder_chunks + 1, idle_release_s=config.idle_release_s,
-                          on_drop=lambda bed_id: windower.beds.pop(bed_id, None))
+                          on_drop=windower.drop)
     counters = WorkerCounters()
     tracker = LoadTracker(config.hop_s)
     recent_ms: deque[tuple[float, float]] = deque()  # (published at, acquisition -> published ms)
@@ -643,10 +704,13 @@ def build_app(config: WorkerConfig, scorer: WindowScorer, planner: Planner | Non
                  plan.predicted_p99_ms, plan.budget_ms, plan.objective)
         await plans.send(key=config.worker_id.encode(), value=encode_plan(record))
 
+    dl_throttle = LogThrottle(config.deadletter_log_per_min, 60.0)
+
     async def dead_letter(reason: str, detail: str, message: Any) -> None:
         counters.dead_letters[reason] += 1
-        log.warning("dead letter %s at %s[%s]@%s: %s", reason, message.topic, message.partition,
-                    message.offset, detail[:200])
+        if dl_throttle.allow(reason, time.monotonic()):
+            log.warning("dead letter %s at %s[%s]@%s: %s", reason, message.topic, message.partition,
+                        message.offset, detail[:200])
         hold = SendHold()
         ledger.other(message.partition, message.offset, hold)
 
@@ -666,7 +730,7 @@ def build_app(config: WorkerConfig, scorer: WindowScorer, planner: Planner | Non
             counters.chunks += 1
             try:
                 chunk = decode_chunk(message.value)
-                check_chunk(chunk, message.key, config.sample_rate_hz)
+                check_chunk(chunk, message.key, config.sample_rate_hz, time.time(), config.max_future_s)
                 outcome, windows = windower.push(chunk)
             except DecodeError as exc:
                 await dead_letter(exc.reason, exc.detail, message)
@@ -783,6 +847,12 @@ def build_app(config: WorkerConfig, scorer: WindowScorer, planner: Planner | Non
 
     @app.timer(config.stats_interval_s)
     async def report() -> None:
+        for reason, n in sorted(dl_throttle.flush(time.monotonic()).items()):
+            log.warning("%d more dead letters %s in the last minute (not logged one by one)", n, reason)
+        evicted = ledger.evict_idle(time.monotonic(), config.bed_evict_s)
+        if evicted:
+            log.info("%d beds silent for more than %.0f s forgotten: %s", len(evicted), config.bed_evict_s,
+                     ", ".join(evicted[:10]) + (" ..." if len(evicted) > 10 else ""))
         t = windower.totals()
         p99 = measured_p99_ms()
         delivery = ledger.figures()

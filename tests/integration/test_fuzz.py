@@ -26,8 +26,9 @@ REASON_CLASSES: dict[str, set[str]] = {
     "bad-bed-id": {"bad-bed-id"},
     "garbage": {"bad-magic", "truncated"},
     "empty": {"truncated", "wrong-type"},
-    "null-key": HEADER_DEFECTS | {"truncated", "non-finite", "wrong-rate", "bad-rate", "bad-bed-id"},
+    "null-key": HEADER_DEFECTS | {"truncated", "non-finite", "wrong-rate", "bad-rate", "bad-bed-id", "null-key"},
     "seq-jump": set(),
+    "forged-seq": {"implausible-seq", "future-timestamp"},
 }
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from ingest.errors import DecodeError
 from ingest.schemas import WaveformChunk
 from ingest.windowing import BedWindower, ChunkOutcome, Windower
 
@@ -126,3 +127,58 @@ def test_beds_are_independent() -> None:
         for bed in ("a", "b", "c"):
             n += len(w.push(make_chunk(s, bed=bed))[1])
     assert n == 3 and set(w.beds) == {"a", "b", "c"}
+
+
+@pytest.mark.parametrize("leap", [100, 10**9, 2**61])
+def test_forged_far_ahead_sequence_numbers_cannot_silence_a_bed(leap: int) -> None:
+    """Chunks under the bed's key with sequence numbers far ahead but stamped now are refused before they touch
+    the bed; its genuine chunks go on cutting complete windows."""
+    w = BedWindower("bed-001", 10, 5, FS, max_reorder_chunks=2)
+    windows = feed(w, list(range(12)))
+    for k in range(5):  # more than max_reorder_chunks of them: had they been held, a gap would jump to them
+        for leads in (("I",), ("II", "V1")):  # another lead set would have restarted the buffer
+            forged = WaveformChunk("bed-001", 12 + leap + k, T0 + 12.0, FS, leads, np.zeros((len(leads), 250),
+                                                                                           np.int16), 1.0)
+            with pytest.raises(DecodeError) as err:
+                w.push(forged)
+            assert err.value.reason == "implausible-seq"
+    windows += feed(w, list(range(12, 30)))
+    assert [x.end_index // 250 for x in windows] == list(range(10, 31, 5))
+    assert all(x.complete for x in windows) and w.stats.duplicates == 0
+
+
+def test_a_sequence_leap_its_time_stamp_supports_is_a_gap() -> None:
+    """A monitor off for 100 chunks comes back with seq and time both 100 chunks on: a gap, not an attack."""
+    w = BedWindower("bed-001", 10, 5, FS)
+    windows = feed(w, list(range(12)) + list(range(112, 130)))
+    assert w.stats.gaps == 1 and windows[-1].end_index == 130 * 250 and windows[-1].complete
+
+
+def test_the_bed_limit_refuses_new_beds_and_keeps_the_known_ones() -> None:
+    w = Windower(10, 5, FS, max_beds=2)
+    for bed in ("a", "b"):
+        w.push(make_chunk(0, bed=bed))
+    with pytest.raises(DecodeError) as err:
+        w.push(make_chunk(0, bed="c"))
+    assert err.value.reason == "too-many-beds" and set(w.beds) == {"a", "b"}
+    w.push(make_chunk(1, bed="a"))  # known beds go on
+    assert w.drop("b") and not w.drop("b")
+    w.push(make_chunk(0, bed="c"))  # room again
+    assert set(w.beds) == {"a", "c"} and w.totals().accepted == 4 and w.dropped == 1
+
+
+def test_a_monitor_that_restarts_its_numbering_is_followed_not_silenced() -> None:
+    """After a reboot the monitor counts from 0 again, stamped after everything before: a new stream, not 20
+    duplicates; replayed copies of old chunks (stamped before) stay duplicates."""
+    w = BedWindower("bed-001", 10, 5, FS)
+    windows = feed(w, list(range(20)))
+    reboot_t = T0 + 25.0
+    outcomes = []
+    for seq in range(12):
+        samples = np.zeros((1, 250), np.int16)
+        outcome, cut = w.push(WaveformChunk("bed-001", seq, reboot_t + seq, FS, ("I",), samples, 1.0))
+        outcomes.append(outcome)
+        windows += cut
+    assert outcomes[0] is ChunkOutcome.RESET and set(outcomes[1:]) == {ChunkOutcome.ACCEPTED}
+    assert windows[-1].end_s == pytest.approx(reboot_t + 10.0 - 1 / FS) and windows[-1].complete
+    assert w.push(make_chunk(5))[0] is ChunkOutcome.DUPLICATE  # an old chunk replayed

@@ -18,6 +18,7 @@ from ingest.worker import (
     STRIP_S,
     CommitLedger,
     LoadTracker,
+    LogThrottle,
     SendHold,
     check_chunk,
     deadletter_record,
@@ -55,6 +56,26 @@ def test_wrong_rate_and_foreign_key_are_refused() -> None:
     check_chunk(ok, b"bed-001", 250.0)
     with pytest.raises(DecodeError, match="key-mismatch"):
         check_chunk(ok, b"bed-002", 250.0)
+
+
+def test_chunks_without_a_key_or_from_the_future_are_refused() -> None:
+    ok = WaveformChunk("bed-001", 0, 1000.0, 250.0, ("I",), np.zeros((1, 250), np.int16), 200.0)
+    with pytest.raises(DecodeError) as err:
+        check_chunk(ok, None, 250.0)
+    assert err.value.reason == "null-key"
+    check_chunk(ok, b"bed-001", 250.0, now_s=800.0, max_future_s=300.0)
+    with pytest.raises(DecodeError) as err:
+        check_chunk(ok, b"bed-001", 250.0, now_s=600.0, max_future_s=300.0)
+    assert err.value.reason == "future-timestamp"
+
+
+def test_log_throttle_lets_a_few_through_then_counts_the_rest() -> None:
+    throttle = LogThrottle(per_interval=3, interval_s=60.0)
+    allowed = [throttle.allow("truncated", 10.0 + i) for i in range(10)] + [throttle.allow("bad-magic", 15.0)]
+    assert allowed == [True] * 3 + [False] * 7 + [True]
+    assert throttle.flush(30.0) == {}  # the minute is not over
+    assert throttle.flush(75.0) == {"truncated": 7}  # bad-magic had nothing suppressed
+    assert throttle.allow("truncated", 76.0)  # a new minute
 
 
 def test_dead_letter_keeps_reason_origin_and_bytes() -> None:
@@ -201,6 +222,24 @@ def test_a_silent_bed_stops_holding_its_partition_back() -> None:
         _feed(ledger, windower, 0, seq, _chunk("bed-1", seq), now_s=100.0)
     assert ledger.committable(120.0) == {}
     assert ledger.committable(161.0) == {0: 4}
+
+
+def test_silent_beds_are_forgotten_once_nothing_of_theirs_is_in_flight() -> None:
+    windower = Windower(10.0, 5.0, FS)
+    ledger = CommitLedger(10.0, 5.0, FS, on_drop=windower.drop)
+    ledger.assign([0], generation=1)
+    for seq in range(11):
+        _feed(ledger, windower, 0, 2 * seq, _chunk("bed-1", seq), now_s=100.0)
+        for hold, end_s in _feed(ledger, windower, 0, 2 * seq + 1, _chunk("bed-2", seq), now_s=100.0 + seq):
+            ledger.published(hold, end_s)  # bed-2's scores are on the broker
+    assert ledger.evict_idle(1000.0, 900.0) == []  # bed-2 was seen at 110 s; bed-1's window is still in flight
+    assert ledger.evict_idle(1020.0, 900.0) == ["bed-2"]
+    hold = ledger.beds["bed-1"]
+    for end_s in list(hold.pending):
+        ledger.published(hold, end_s)
+    assert ledger.evict_idle(1020.0, 900.0) == ["bed-1"]
+    assert windower.beds == {} and windower.dropped == 2 and ledger.beds == {}
+    assert ledger.committable(1020.0) == {0: 22}  # nothing held back by the forgotten beds
 
 
 def test_rebalance_keeps_partitions_held_through_consecutive_generations_only() -> None:
