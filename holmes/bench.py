@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import platform
 import tempfile
 import threading
@@ -55,6 +56,13 @@ class BenchOptions:
     aligned: bool = False
     offline_period_s: float = 30.0
     ensemble: str = ""
+    #: a 2x burst: as many beds again join for the middle third of the run (bed ids ``burst-NNN``)
+    burst: bool = False
+
+    @property
+    def burst_window_s(self) -> tuple[float, float]:
+        """Seconds after the start when the burst beds begin and stop streaming."""
+        return self.duration_s / 3.0, 2.0 * self.duration_s / 3.0
 
     @property
     def stagger_ticks(self) -> int:
@@ -198,6 +206,9 @@ def run_bench(settings: Settings, options: BenchOptions) -> dict[str, Any]:
            "HOLMES_PLAN_PHASES": str(options.stagger_ticks),
            "HOLMES_OFFLINE_PERIOD_S": str(options.offline_period_s), "HOLMES_ENSEMBLE": options.ensemble}
     expected = options.beds * windows_expected(options.duration_s, options.window_s, options.hop_s)
+    burst_from_s, burst_to_s = options.burst_window_s
+    if options.burst:
+        expected += options.beds * windows_expected(burst_to_s - burst_from_s, options.window_s, options.hop_s)
     sampler = ResourceSampler().start()
     print(f"bench: {options.mode}, {options.beds} beds x {options.duration_s:.0f} s, hop {options.hop_s} s, "
           f"window {options.window_s} s, {'aligned' if options.aligned else 'spread'} -> {expected} windows "
@@ -206,20 +217,26 @@ def run_bench(settings: Settings, options: BenchOptions) -> dict[str, Any]:
         stack.start()
         listener = ScoreListener(f"ws://127.0.0.1:{api_port}/ws/scores").start()
         t_start = time.time()
-        sim = stack.spawn("simulator", [
-            "simulate", "--beds", str(options.beds), "--duration", str(options.duration_s),
-            "--source", options.source, "--chunk-s", str(options.chunk_s), "--quiet",
-            "--stagger", str(options.stagger_ticks), *([] if options.aligned else ["--spread"]),
-        ])
+        def simulate(name: str, duration_s: float, *extra: str) -> Any:
+            return stack.spawn(name, [
+                "simulate", "--beds", str(options.beds), "--duration", str(duration_s),
+                "--source", options.source, "--chunk-s", str(options.chunk_s), "--quiet",
+                "--stagger", str(options.stagger_ticks), *([] if options.aligned else ["--spread"]), *extra,
+            ])
+
+        sims = [simulate("simulator", options.duration_s)]
         with tqdm(total=expected, desc="windows scored", unit="win", mininterval=1.0) as bar:
             deadline = None
             while True:
                 bar.update(len(listener.arrivals) - bar.n)
                 if len(listener.arrivals) >= expected:
                     break
-                if not sim.alive():
-                    if sim.proc.returncode != 0:
-                        raise RuntimeError(f"simulator failed:\n{sim.tail()}")
+                if options.burst and len(sims) == 1 and time.time() >= t_start + burst_from_s:
+                    sims.append(simulate("burst-simulator", burst_to_s - burst_from_s, "--bed-prefix", BURST_PREFIX,
+                                         "--seed", "1"))
+                if not any(sim.alive() for sim in sims) and (len(sims) == 2 or not options.burst):
+                    if failed := [sim for sim in sims if sim.proc.returncode != 0]:
+                        raise RuntimeError(f"simulator failed:\n{failed[0].tail()}")
                     drain_s = options.drain_s + (options.offline_period_s if options.mode == "offline" else 0.0)
                     deadline = deadline or time.time() + drain_s
                     if time.time() > deadline:
@@ -229,14 +246,86 @@ def run_bench(settings: Settings, options: BenchOptions) -> dict[str, Any]:
         t_end = time.time()
         sampler.stop()
         listener.stop()
+        plans = fetch_plans(api_port) if options.burst else []
     result = summarise(options, expected, listener, sampler, t_end - t_start)
+    if options.burst:
+        result["burst"] = burst_figures(options, listener, t_start, plans)
     result.update(worker_figures(options, run_dir / "worker" / "stats.json"))
     print(format_result(result))
+    if options.burst:
+        print(format_burst(result["burst"], options.deadline_ms))
     if options.json_path:
         options.json_path.parent.mkdir(parents=True, exist_ok=True)
         options.json_path.write_text(json.dumps(result, indent=2))
         print(f"wrote {options.json_path}")
     return result
+
+
+#: bed ids of the beds a 2x burst adds
+BURST_PREFIX = "burst-"
+
+
+def fetch_plans(api_port: int) -> list[dict[str, Any]]:
+    """The plans the worker published, oldest first, as the API stored them."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        url = f"http://127.0.0.1:{api_port}/api/ensemble/plans?limit=200"
+        with urllib.request.urlopen(url, timeout=10.0) as page:  # noqa: S310 (our own API on localhost)
+            return list(reversed(json.loads(page.read())["items"]))
+    except (urllib.error.URLError, OSError, KeyError, ValueError) as exc:
+        log.warning("plans not read from the API: %s", exc)
+        return []
+
+
+def burst_figures(options: BenchOptions, listener: ScoreListener, t_start: float,
+                  plans: list[dict[str, Any]]) -> dict[str, Any]:
+    """Latency before, during and after the burst, and the plans in force.
+
+    Phases go by window end time, bounded by the burst beds' own windows: ``during`` from the first to the last
+    burst-bed window (both sets of beds stream), ``before`` until the first, ``after`` from two hops past the
+    last. Every bed's windows count in the phase they fall in.
+    """
+    burst_ends = [end for bed, end in listener.arrivals if bed.startswith(BURST_PREFIX)]
+    first, last = (min(burst_ends), max(burst_ends)) if burst_ends else (math.inf, math.inf)
+    bounds = {"before": (-math.inf, first), "during": (first, last + 1e-3),
+              "after": (last + 2 * options.hop_s, math.inf)}
+    phases: dict[str, Any] = {}
+    for name, (lo, hi) in bounds.items():
+        ms = np.array([lat for (bed, end), lat in listener.arrivals.items() if lo <= end < hi]) * 1000.0
+        phases[name] = {
+            "windows": int(ms.size),
+            "beds": len({bed for bed, end in listener.arrivals if lo <= end < hi}),
+            "p50_ms": round(float(np.percentile(ms, 50)), 1) if ms.size else None,
+            "p99_ms": round(float(np.percentile(ms, 99)), 1) if ms.size else None,
+            "max_ms": round(float(ms.max()), 1) if ms.size else None,
+            "over_budget": int((ms > options.deadline_ms).sum()),
+        }
+    depths = [int(e["queue_depth"]) for e in listener.extras.values() if isinstance(e.get("queue_depth"), int)]
+    return {
+        "beds_before": options.beds, "beds_during": 2 * options.beds,
+        "burst_from_s": round(first - t_start - options.window_s, 1) if burst_ends else None,
+        "burst_to_s": round(last - t_start, 1) if burst_ends else None,
+        "phases": phases,
+        "max_queue_depth": max(depths) if depths else None,
+        "plans": [{"at_s": round(p["at_s"] - t_start, 1), "plan_id": p["plan_id"], "reason": p["reason"],
+                   "members": p["members"], "beds": p["beds"], "predicted_p99_ms": p["predicted_p99_ms"],
+                   "measured_p99_ms": p.get("measured_p99_ms")} for p in plans],
+    }
+
+
+def format_burst(b: dict[str, Any], budget_ms: float) -> str:
+    lines = [f"  2x burst: {b['beds_before']} beds, {b['beds_during']} from {b['burst_from_s']} s to "
+             f"{b['burst_to_s']} s; queue depth max {b['max_queue_depth']}"]
+    for name, ph in b["phases"].items():
+        lines.append(f"    {name:<7} {ph['windows']:>6} windows ({ph['beds']} beds)  p50 {ph['p50_ms']}  "
+                     f"p99 {ph['p99_ms']}  max {ph['max_ms']} ms  over the {budget_ms:.0f} ms budget: "
+                     f"{ph['over_budget']}")
+    for p in b["plans"]:
+        lines.append(f"    plan {p['plan_id']} at {p['at_s']:>6.1f} s: {len(p['members'])} members for {p['beds']} "
+                     f"beds, predicted p99 {p['predicted_p99_ms']:.0f} ms ({p['reason']})")
+    return "\n".join(lines)
 
 
 def worker_figures(options: BenchOptions, stats_path: Path) -> dict[str, Any]:

@@ -182,7 +182,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     config = SimulatorConfig(
         n_beds=args.beds, duration_s=args.duration, source=args.source, chunk_s=args.chunk_s,
         speed=args.speed, seed=args.seed, data_dir=settings.data_dir, events=events,
-        stagger_ticks=args.stagger, spread_within_tick=args.spread,
+        stagger_ticks=args.stagger, spread_within_tick=args.spread, bed_id_prefix=args.bed_prefix,
     )
     producer = make_producer(settings.kafka_bootstrap)
     try:
@@ -226,8 +226,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
         beds=beds[0], duration_s=args.duration, hop_s=args.hop, window_s=args.window,
         source=args.source, chunk_s=args.chunk_s, deadline_ms=args.deadline_ms,
         json_path=Path(args.json) if args.json else None, mode=args.mode, aligned=args.aligned,
-        offline_period_s=args.offline_period,
+        offline_period_s=args.offline_period, burst=args.burst,
     )
+    if args.burst and (args.compare or len(beds) > 1):
+        print("--burst takes one bed count and one mode", file=sys.stderr)
+        return 2
     if args.compare:
         results = run_compare(Settings(), options)
         return 0 if all(r["windows_lost"] == 0 for r in results) else 1
@@ -369,6 +372,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="inject KIND@BED:START+DURATION, KIND one of lead-off, noise, drop, duplicate, "
                         "reorder, af (e.g. lead-off@bed-003:20+10); repeatable")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--bed-prefix", default="bed-", help="bed ids are PREFIX001, PREFIX002, ... (default bed-)")
     p.add_argument("--stagger", type=int, default=1, metavar="TICKS",
                    help="bed i starts i %% TICKS chunks late, so beds' windows fall due in different ticks "
                         "(hop/chunk = spread evenly; 1 = all in step)")
@@ -396,6 +400,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="every bed's windows fall due in the same tick (worst case); default: beds spread "
                         "over the hop, as monitors switched on at different moments are")
     p.add_argument("--offline-period", type=float, default=30.0, help="offline mode: seconds between batch jobs")
+    p.add_argument("--burst", action="store_true",
+                   help="2x burst: as many beds again join for the middle third of the run; prints latency before, "
+                        "during and after, and the plans in force")
     p.add_argument("--json", default=None, help="write the result here (--compare: one file, all modes)")
     p.set_defaults(fn=cmd_bench)
 

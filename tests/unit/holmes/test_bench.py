@@ -1,0 +1,40 @@
+"""The benchmark's 2x-burst accounting: windows go to the phase their end time falls in, plans are listed."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+
+from holmes.bench import BenchOptions, burst_figures, format_burst
+from holmes.cli import build_parser
+
+
+def test_burst_phases_split_windows_by_end_time() -> None:
+    options = BenchOptions(beds=2, duration_s=90.0, burst=True)
+    assert options.burst_window_s == (30.0, 60.0)
+    t0 = 1000.0
+    arrivals = {("bed-001", t0 + 20.0): 0.1, ("bed-002", t0 + 35.0): 0.2,  # before the first burst window
+                ("burst-001", t0 + 40.0): 0.3, ("bed-001", t0 + 45.0): 1.5,  # during
+                ("burst-001", t0 + 60.0): 0.9,  # the last burst window, during too
+                ("bed-002", t0 + 65.0): 0.5,  # settling: in no phase
+                ("bed-002", t0 + 80.0): 0.4}  # after
+    extras = {k: {"queue_depth": d} for k, d in zip(arrivals, [0, 1, 7, 12, 3, 2, 0], strict=True)}
+    plans = [{"at_s": t0 + 1.0, "plan_id": 1, "reason": "start", "members": ["a@1", "b@1"], "beds": 2,
+              "predicted_p99_ms": 300.0, "measured_p99_ms": None},
+             {"at_s": t0 + 42.0, "plan_id": 2, "reason": "over budget: 4 beds", "members": ["a@1"], "beds": 4,
+              "predicted_p99_ms": 200.0, "measured_p99_ms": 1100.0}]
+    b = burst_figures(options, SimpleNamespace(arrivals=arrivals, extras=extras), t0, plans)
+    ph = b["phases"]
+    assert (ph["before"]["windows"], ph["during"]["windows"], ph["after"]["windows"]) == (2, 3, 1)
+    assert ph["during"]["beds"] == 2 and ph["during"]["over_budget"] == 1
+    assert (b["burst_from_s"], b["burst_to_s"]) == (30.0, 60.0)
+    assert ph["during"]["max_ms"] == pytest.approx(1500.0) and ph["after"]["p99_ms"] == pytest.approx(400.0)
+    assert b["max_queue_depth"] == 12 and [p["at_s"] for p in b["plans"]] == [1.0, 42.0]
+    text = format_burst(b, 1000.0)
+    assert "plan 2 at   42.0 s: 1 members for 4 beds" in text and "over the 1000 ms budget: 1" in text
+
+
+def test_burst_takes_one_bed_count() -> None:
+    args = build_parser().parse_args(["bench", "--beds", "64,128", "--duration", "30", "--burst"])
+    assert args.fn(args) == 2
