@@ -6,9 +6,9 @@ What is modelled is what the worker does (``ingest.worker`` + :class:`ensemble.e
   (``chunk_ms`` each), so the windows that fall due in that tick reach the executor spread over the time it
   takes to work through the tick's chunks (those beds' chunks are spread evenly through it);
 * the executor is greedy: when idle, it takes everything queued (at most ``max_batch``) and runs one batch:
-  feature extraction and the quality gate per window (``feature_ms``), then every member once on the whole
-  batch (the member's measured profile ``ms(batch)``, interpolated between profiled batch sizes), plus a
-  fixed ``batch_overhead_ms``;
+  feature extraction and the quality gate, stacked over the batch (``feature_fixed_ms`` per batch plus
+  ``feature_ms`` per window), then every member once on the whole batch (the member's measured profile
+  ``ms(batch)``, interpolated between profiled batch sizes), plus a fixed ``batch_overhead_ms``;
 * the event loop then publishes the batch's scores one by one (``deliver_ms`` each);
 * a fixed ``transport_ms`` covers what does not depend on the load: the chunk's trip through the broker to
   the worker, the score's trip to the API and on to the WebSocket client.
@@ -21,8 +21,8 @@ switched on at different moments are). Ticks are simulated batch by batch (not w
 executor cannot keep up with (busy time per hop above the hop) is reported as unstable, with infinite p99.
 
 The costs are measured, not guessed: model profiles come from the registry (``card.latency_ms``, measured on
-the serving device), ``feature_ms`` is timed at worker start on a real-shaped window
-(:func:`measure_feature_ms`), and the worker keeps comparing measured batch times with predicted ones
+the serving device), the feature costs are timed at worker start on real-shaped windows, alone and in a
+batch (:func:`measure_feature_costs`), and the worker keeps comparing measured batch times with predicted ones
 (``slowdown``), which re-planning uses.
 """
 
@@ -37,7 +37,8 @@ import numpy as np
 
 from ensemble.errors import EnsembleError
 
-__all__ = ["BatchProfile", "Costs", "LatencyModel", "LatencyPrediction", "Load", "measure_feature_ms"]
+__all__ = ["BatchProfile", "Costs", "LatencyModel", "LatencyPrediction", "Load", "measure_feature_costs",
+           "measure_feature_ms"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,9 +98,16 @@ class Costs:
     batch_overhead_ms: float = 0.3
     transport_ms: float = 45.0
     max_batch: int = 256
+    #: the part of a batch's feature extraction that does not grow with its size (stacked array work)
+    feature_fixed_ms: float = 0.0
+
+    def features_ms(self, batch: int) -> float:
+        """Feature extraction of one batch of ``batch`` windows on an idle machine."""
+        return self.feature_fixed_ms + batch * self.feature_ms
 
     def __post_init__(self) -> None:
-        values = (self.feature_ms, self.chunk_ms, self.deliver_ms, self.batch_overhead_ms, self.transport_ms)
+        values = (self.feature_ms, self.chunk_ms, self.deliver_ms, self.batch_overhead_ms, self.transport_ms,
+                  self.feature_fixed_ms)
         if not all(math.isfinite(v) and v >= 0 for v in values) or self.max_batch < 1:
             raise EnsembleError(f"invalid costs {self}")
 
@@ -201,7 +209,7 @@ class LatencyModel:
     def batch_ms(self, members: Sequence[str], batch: int) -> float:
         """Executor time of one batch: features for every window, every member, the fixed overhead."""
         c = self.costs
-        return self.contention * (c.batch_overhead_ms + batch * c.feature_ms) + self.models_ms(members, batch)
+        return self.contention * (c.batch_overhead_ms + c.features_ms(batch)) + self.models_ms(members, batch)
 
     def predict(self, members: Sequence[str], load: Load) -> LatencyPrediction:
         """Predicted latency distribution of ``members`` at ``load`` (see the module docstring)."""
@@ -263,19 +271,34 @@ class LatencyModel:
         return busy + n * self.costs.deliver_ms * self.contention
 
 
-def measure_feature_ms(repeats: int = 20, seconds: float = 10.0, leads: int = 2, fs_hz: float = 250.0) -> float:
-    """Median ms of :func:`features.extract` on an ECG-shaped window (beats every 0.8 s on noise)."""
-    import features
-
-    rng = np.random.default_rng(0)
+def _ecg_like_window(seconds: float, leads: int, fs_hz: float, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
     n = int(seconds * fs_hz)
     t = np.arange(n) / fs_hz
     beat = np.exp(-0.5 * ((t % 0.8) - 0.4) ** 2 / 0.012**2)
-    window = (beat[None, :] + 0.03 * rng.standard_normal((leads, n))).astype(np.float32)
-    features.extract(window, fs_hz)
+    return (beat[None, :] + 0.03 * rng.standard_normal((leads, n))).astype(np.float32)
+
+
+def measure_feature_ms(repeats: int = 20, seconds: float = 10.0, leads: int = 2, fs_hz: float = 250.0,
+                       batch: int = 1) -> float:
+    """Median ms per window of :func:`features.extract_batch` on ``batch`` ECG-shaped windows (beats every
+    0.8 s on noise)."""
+    import features
+
+    windows = [_ecg_like_window(seconds, leads, fs_hz, seed) for seed in range(batch)]
+    features.extract_batch(windows, fs_hz)
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
-        features.extract(window, fs_hz)
+        features.extract_batch(windows, fs_hz)
         times.append(time.perf_counter() - start)
-    return float(np.median(times) * 1000.0)
+    return float(np.median(times) * 1000.0) / batch
+
+
+def measure_feature_costs(batch: int = 32, repeats: int = 10) -> tuple[float, float]:
+    """``(feature_fixed_ms, feature_ms)`` for :class:`Costs`: the line through the measured cost of one window
+    alone and of ``batch`` windows stacked (per window, the fixed part never below 0)."""
+    one = measure_feature_ms(repeats=repeats)
+    many = measure_feature_ms(repeats=max(3, repeats // 4), batch=batch) * batch
+    per_window = max((many - one) / (batch - 1), 0.0)
+    return max(one - per_window, 0.0), per_window if per_window > 0 else one

@@ -133,7 +133,7 @@ class Slowdown:
         if batch < 1:
             return
         if model_id == FEATURES:
-            expected_s = batch * self._latency.costs.feature_ms / 1000.0
+            expected_s = self._latency.costs.features_ms(batch) / 1000.0
             if expected_s > 0:
                 self._add(FEATURES, seconds, expected_s)
             return

@@ -240,17 +240,20 @@ class WindowScorer:
         plan = self.plan  # one plan per batch even if a re-plan swaps it meanwhile
         started = time.perf_counter()
         verdicts: list[Verdict | None] = [None] * len(signals)
-        extracted: dict[int, features.WindowFeatures] = {}
-        scorable: list[int] = []
+        complete: list[int] = []
         for i, signal in enumerate(signals):
             missing = int(np.isnan(signal[0]).sum())
             if missing:
                 verdicts[i] = Verdict(
                     "unscorable", None, f"gap: {missing / sample_rate_hz:.2f} s missing", None, None, ()
                 )
-                continue
-            feats = features.extract(signal, sample_rate_hz)
-            extracted[i] = feats
+            else:
+                complete.append(i)
+        # one stacked pass over the batch: the same features as window by window, in less time
+        batch = features.extract_batch([signals[i] for i in complete], sample_rate_hz)
+        extracted: dict[int, features.WindowFeatures] = dict(zip(complete, batch, strict=True))
+        scorable: list[int] = []
+        for i, feats in extracted.items():
             if not feats.quality.ok:
                 verdicts[i] = Verdict(
                     "unscorable", None, feats.quality.reason, feats.quality.sqi, feats.heart_rate_bpm, ()

@@ -1,7 +1,7 @@
 """Pure numpy/scipy ECG features: band-pass filtering, QRS detection, RR/HRV features, signal quality.
 
-The hot-path entry point is :func:`extract`, one call per window; the building blocks are exported
-for tests, notebooks and other models.
+The hot-path entry points are :func:`extract`, one call per window, and :func:`extract_batch`, the same
+for many windows at once; the building blocks are exported for tests, notebooks and other models.
 """
 
 from features.errors import FeatureError
@@ -9,7 +9,7 @@ from features.filters import bandpass
 from features.qrs import detect_qrs
 from features.quality import QUALITY_REASONS, QualityReason, QualityReport, assess_quality
 from features.rr import RR_FEATURE_NAMES, rr_features
-from features.window import WindowFeatures, extract
+from features.window import WindowFeatures, extract, extract_batch
 
 __all__ = [
     "QUALITY_REASONS",
@@ -22,5 +22,6 @@ __all__ = [
     "bandpass",
     "detect_qrs",
     "extract",
+    "extract_batch",
     "rr_features",
 ]

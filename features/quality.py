@@ -71,6 +71,7 @@ from typing import Final, Literal
 
 import numpy as np
 
+from features._stats import mean, mean_rows
 from features.errors import FeatureError
 from features.filters import bandpass
 from features.qrs import detect_qrs
@@ -212,44 +213,79 @@ def combine(signal: SignalChecks, beats: BeatChecks | None) -> QualityReport:
 
 
 def signal_checks(raw_mv: np.ndarray, filtered_mv: np.ndarray, fs_hz: float) -> SignalChecks:
-    """Beat-independent checks of one lead given its raw and 0.5-40 Hz band-passed samples (mV)."""
-    n = raw_mv.size
+    """Beat-independent checks of one lead given its raw and 0.5-40 Hz band-passed samples (mV, computed
+    in float64: other dtypes are converted)."""
+    return signal_checks_rows(
+        np.asarray(raw_mv, dtype=np.float64)[None, :], np.asarray(filtered_mv, dtype=np.float64)[None, :], fs_hz
+    )[0]
+
+
+def signal_checks_rows(raw_mv: np.ndarray, filtered_mv: np.ndarray, fs_hz: float) -> list[SignalChecks]:
+    """:func:`signal_checks` of a stack of leads, float64 arrays of shape ``(n_rows, n_samples)``.
+
+    The array statistics (segment peak-to-peak, rails, spectrum, moments) are computed for all rows at
+    once; every row's verdict is exactly what :func:`signal_checks` gives for that lead alone (reductions
+    run along the contiguous last axis, row by row, in the same order as on a 1-D array).
+    """
+    raw = np.ascontiguousarray(raw_mv, dtype=np.float64)
+    filtered = np.ascontiguousarray(filtered_mv, dtype=np.float64)
+    n_rows, n = raw.shape
     seg = max(1, round(FLAT_SEGMENT_S * fs_hz))
     n_seg = max(1, n // seg)
-    segments = filtered_mv[: n_seg * seg].reshape(n_seg, -1) if n >= seg else filtered_mv[None, :]
-    flat = np.ptp(segments, axis=1) < FLAT_PTP_MV
-    if 2 * int(flat.sum()) >= flat.size:
-        return SignalChecks(sqi=0.0, reason=FLAT_LINE)
+    segments = filtered[:, : n_seg * seg].reshape(n_rows, n_seg, -1) if n >= seg else filtered[:, None, :]
+    flat = (segments.max(axis=2) - segments.min(axis=2)) < FLAT_PTP_MV  # numpy.ptp
+    flat_line = (2 * np.count_nonzero(flat, axis=1) >= flat.shape[1]).tolist()
 
-    if _rail_fraction(raw_mv, max(2, round(RAIL_RUN_S * fs_hz))) >= RAIL_FRACTION:
-        return SignalChecks(sqi=0.0, reason=SATURATION)
+    lo = raw.min(axis=1)
+    hi = raw.max(axis=1)
+    rail_tol = RAIL_TOLERANCE * (hi - lo)
+    at_rail = (raw >= (hi - rail_tol)[:, None]) | (raw <= (lo + rail_tol)[:, None])
+    rail_counts = np.count_nonzero(at_rail, axis=1).tolist()
+    min_run = max(2, round(RAIL_RUN_S * fs_hz))
 
-    spectrum = np.fft.rfft(raw_mv)
+    spectrum = np.fft.rfft(raw, axis=1)
     power = spectrum.real**2 + spectrum.imag**2
     baseline_bin, hf_bin = _band_bins(n, fs_hz)
-    ac = float(power[1:].sum())
-    above_baseline = float(power[baseline_bin:].sum())
-    hf_ratio = float(power[hf_bin:].sum()) / above_baseline if above_baseline > 0 else 1.0
-    baseline_ratio = 1.0 - above_baseline / ac if ac > 0 else 1.0
-    f_centred = filtered_mv - filtered_mv.mean()
+    ac_all = power[:, 1:].sum(axis=1).tolist()
+    above_all = power[:, baseline_bin:].sum(axis=1).tolist()
+    hf_all = power[:, hf_bin:].sum(axis=1).tolist()
+    f_centred = filtered - mean_rows(filtered)
     squared = f_centred * f_centred
-    var = float(squared.mean())
-    kurt = float(np.dot(squared, squared)) / n / (var * var) if var > 0 else 0.0
-    amplitude = max(float(filtered_mv.max()), -float(filtered_mv.min()))
+    var_all = mean_rows(squared).ravel().tolist()
+    # Row-wise np.dot (a BLAS dot each, as in the 1-D form; einsum would sum in another order).
+    fourth_all = (squared[:, None, :] @ squared[:, :, None]).reshape(n_rows).tolist()
+    top_all = filtered.max(axis=1).tolist()
+    bottom_all = filtered.min(axis=1).tolist()
 
-    sqi = (
-        _ramp(hf_ratio, good=0.10, bad=0.50)
-        * _ramp(baseline_ratio, good=0.90, bad=0.99)
-        * _ramp(kurt, good=5.0, bad=2.8)
-        * _ramp(amplitude, good=6.0, bad=12.0)
-    )
-    noisy = (
-        hf_ratio > HF_RATIO_MAX
-        or baseline_ratio > BASELINE_RATIO_MAX
-        or amplitude > PEAK_AMPLITUDE_MAX_MV
-        or sqi < SQI_MIN
-    )
-    return SignalChecks(sqi=sqi, reason=NOISE if noisy else None)
+    out: list[SignalChecks] = []
+    for row in range(n_rows):
+        if flat_line[row]:
+            out.append(SignalChecks(sqi=0.0, reason=FLAT_LINE))
+            continue
+        if rail_counts[row] >= min_run and _rail_runs(at_rail[row], min_run) >= RAIL_FRACTION:
+            out.append(SignalChecks(sqi=0.0, reason=SATURATION))
+            continue
+        ac = ac_all[row]
+        above_baseline = above_all[row]
+        hf_ratio = hf_all[row] / above_baseline if above_baseline > 0 else 1.0
+        baseline_ratio = 1.0 - above_baseline / ac if ac > 0 else 1.0
+        var = var_all[row]
+        kurt = fourth_all[row] / n / (var * var) if var > 0 else 0.0
+        amplitude = max(top_all[row], -bottom_all[row])
+        sqi = (
+            _ramp(hf_ratio, good=0.10, bad=0.50)
+            * _ramp(baseline_ratio, good=0.90, bad=0.99)
+            * _ramp(kurt, good=5.0, bad=2.8)
+            * _ramp(amplitude, good=6.0, bad=12.0)
+        )
+        noisy = (
+            hf_ratio > HF_RATIO_MAX
+            or baseline_ratio > BASELINE_RATIO_MAX
+            or amplitude > PEAK_AMPLITUDE_MAX_MV
+            or sqi < SQI_MIN
+        )
+        out.append(SignalChecks(sqi=sqi, reason=NOISE if noisy else None))
+    return out
 
 
 def beat_checks(r_peaks: np.ndarray, filtered_mv: np.ndarray, fs_hz: float) -> BeatChecks:
@@ -297,14 +333,14 @@ def morphology_consistency(filtered_mv: np.ndarray, r_peaks: np.ndarray, half_wi
     if inner.size < 2:
         return 0.0
     beats = filtered_mv[inner[:, None] + np.arange(-half_width, half_width + 1)[None, :]]
-    beats = beats - beats.mean(axis=1, keepdims=True)
-    norms = np.linalg.norm(beats, axis=1)
+    beats = beats - mean_rows(beats)
+    norms = np.sqrt(np.add.reduce(beats * beats, axis=1))  # numpy.linalg.norm(beats, axis=1)
     if not np.all(norms > 0):
         return 0.0
     beats = beats / norms[:, None]
     corr = beats @ beats.T
     np.fill_diagonal(corr, -1.0)
-    return float(np.mean(corr.max(axis=1)))
+    return mean(corr.max(axis=1))
 
 
 def template_match(
@@ -355,11 +391,11 @@ def template_match(
     norms = np.sqrt(var, out=np.full_like(var, np.inf), where=var > 1e-18)
     scores = _beat_scores(span, norms, half_width, max_lag)
     outliers = np.flatnonzero(scores < TEMPLATE_OUTLIER_MAX)
-    if outliers.size >= TEMPLATE_MIN_BEATS and (enough is None or float(scores.mean()) < enough):
+    if outliers.size >= TEMPLATE_MIN_BEATS and (enough is None or mean(scores) < enough):
         second = _beat_scores(span[outliers], norms[outliers], half_width, max_lag)
         keep = second >= TEMPLATE_RESCUE_MIN
         scores[outliers[keep]] = second[keep]
-    return float(scores.mean())
+    return mean(scores)
 
 
 def _beat_scores(span: np.ndarray, norms: np.ndarray, half_width: int, max_lag: int) -> np.ndarray:
@@ -378,18 +414,18 @@ def _beat_scores(span: np.ndarray, norms: np.ndarray, half_width: int, max_lag: 
     middle = n_beats // 2
     # Align: best lag of each beat against the median of the beats as detected.
     centred = span[:, max_lag : max_lag + width]
-    centred = centred - centred.mean(axis=1, keepdims=True)
+    centred = centred - mean_rows(centred)
     template = np.partition(centred, middle, axis=0)[middle]  # (upper) median beat
     # Projections at every lag in one product: column k of the banded matrix holds the template shifted
     # by k samples (the template need not be zero-mean here: only the arg max over lags is used).
     band = np.zeros(box.size)
-    band[flat] = np.repeat(template - template.mean(), n_lags)
+    band[flat] = np.repeat(template - mean(template), n_lags)
     lag = np.argmax((span @ band.reshape(box.shape)) / norms, axis=1)
     # Score: each aligned beat against the median of the aligned beats.
     aligned = flat_span[(starts + lag)[:, None] + offsets]
-    centred = aligned - aligned.mean(axis=1, keepdims=True)
+    centred = aligned - mean_rows(aligned)
     template = np.partition(centred, middle, axis=0)[middle]
-    template -= template.mean()
+    template -= mean(template)
     t_norm = float(np.sqrt(template @ template))
     if t_norm == 0.0:
         return np.zeros(n_beats)
@@ -426,15 +462,10 @@ def _ramp(value: float, good: float, bad: float) -> float:
     return min(1.0, max(0.0, (value - bad) / (good - bad)))
 
 
-def _rail_fraction(x: np.ndarray, min_run: int) -> float:
-    lo = float(x.min())
-    hi = float(x.max())
-    tol = RAIL_TOLERANCE * (hi - lo)
-    at_rail = (x >= hi - tol) | (x <= lo + tol)
-    if np.count_nonzero(at_rail) < min_run:  # no run can be long enough (the usual case: a few peak samples)
-        return 0.0
+def _rail_runs(at_rail: np.ndarray, min_run: int) -> float:
+    """Fraction of the samples lying in runs of at least ``min_run`` consecutive True values."""
     edges = np.diff(np.concatenate(([0], at_rail.view(np.int8), [0])))
     starts = np.flatnonzero(edges == 1)
     ends = np.flatnonzero(edges == -1)
     lengths = ends - starts
-    return float(lengths[lengths >= min_run].sum()) / x.size
+    return float(lengths[lengths >= min_run].sum()) / at_rail.size

@@ -330,7 +330,7 @@ def format_burst(b: dict[str, Any], budget_ms: float) -> str:
 
 def worker_figures(options: BenchOptions, stats_path: Path) -> dict[str, Any]:
     """The worker's own figures (its stats file) and the latency model's prediction for what it served."""
-    from ensemble.latency import Costs, LatencyModel, Load, measure_feature_ms
+    from ensemble.latency import Costs, LatencyModel, Load, measure_feature_costs
     from models.zoo import load_zoo
 
     try:
@@ -351,7 +351,9 @@ def worker_figures(options: BenchOptions, stats_path: Path) -> dict[str, Any]:
     if members and options.mode != "offline":
         zoo = [m for m in load_zoo() if m.model_id in members]
         batch = 1 if options.mode == "per-request" else 256
-        model = LatencyModel.from_models(zoo, Costs(feature_ms=measure_feature_ms(), max_batch=batch))
+        fixed_ms, per_window_ms = measure_feature_costs()
+        model = LatencyModel.from_models(zoo, Costs(feature_ms=per_window_ms, feature_fixed_ms=fixed_ms,
+                                                    max_batch=batch))
         load = Load(options.beds, options.hop_s, options.chunk_s, phases=options.stagger_ticks,
                     spread_s=0.0 if options.aligned else options.chunk_s)
         out["predicted_idle_ms"] = model.predict(members, load).as_dict()

@@ -43,17 +43,20 @@ def resolve_device(device: str) -> str:
     )
 
 
-def build_planner(zoo: Sequence[ServedModel], settings: WorkerSettings, feature_ms: float | None = None) -> Planner:
+def build_planner(zoo: Sequence[ServedModel], settings: WorkerSettings, feature_ms: float | None = None,
+                  feature_fixed_ms: float = 0.0) -> Planner:
     """The worker's planner: latency model from the zoo's profiles, budget, window, hop and size from settings.
 
-    ``feature_ms`` (per-window feature extraction) is timed here, as at worker start, unless given.
-    The latency model is the planner's ``latency``.
+    The feature costs (``feature_fixed_ms`` per batch + ``feature_ms`` per window) are timed here, as at worker
+    start, unless ``feature_ms`` is given. The latency model is the planner's ``latency``.
     """
-    from ensemble.latency import Costs, LatencyModel, measure_feature_ms
+    from ensemble.latency import Costs, LatencyModel, measure_feature_costs
     from ensemble.planner import Planner, PlannerConfig
 
     batch = 1 if settings.exec_mode == "per-request" else settings.max_batch
-    costs = Costs(feature_ms=measure_feature_ms() if feature_ms is None else feature_ms, max_batch=batch)
+    if feature_ms is None:
+        feature_fixed_ms, feature_ms = measure_feature_costs()
+    costs = Costs(feature_ms=feature_ms, feature_fixed_ms=feature_fixed_ms, max_batch=batch)
     latency = LatencyModel.from_models(zoo, costs)
     return Planner(zoo, latency, PlannerConfig(
         budget_ms=settings.budget_ms, window_s=settings.window_s, hop_s=settings.hop_s,
@@ -99,7 +102,8 @@ def describe_plan(planner: Planner, plan: ServingPlan, load: Load, mode: str = "
         "hop_s": load.hop_s,
         "window_s": planner.config.window_s,
         "max_members": planner.config.max_members,
-        "feature_ms": round(planner.latency.costs.feature_ms, 3),
+        "feature_ms": round(planner.latency.costs.feature_ms, 4),
+        "feature_fixed_ms": round(planner.latency.costs.feature_fixed_ms, 4),
         "max_batch": planner.latency.costs.max_batch,
         "temperature": round(plan.combiner.temperature, 4),
         "fallback": [f"{m.name}@{m.version}" for m in plan.fallback],

@@ -7,7 +7,7 @@ import math
 import pytest
 
 from ensemble.errors import EnsembleError
-from ensemble.latency import BatchProfile, Costs, LatencyModel, Load, measure_feature_ms
+from ensemble.latency import BatchProfile, Costs, LatencyModel, Load, measure_feature_costs, measure_feature_ms
 from models.zoo import ServedModel, load_zoo
 
 
@@ -83,3 +83,9 @@ def test_unknown_models_and_bad_loads_are_refused(model: LatencyModel) -> None:
 def test_feature_cost_is_measured() -> None:
     ms = measure_feature_ms(repeats=3)
     assert 0.05 < ms < 100
+    fixed, per_window = measure_feature_costs(batch=8, repeats=4)
+    assert fixed >= 0 and 0.01 < per_window < 100
+    costs = Costs(feature_ms=per_window, feature_fixed_ms=fixed)
+    assert costs.features_ms(8) == pytest.approx(fixed + 8 * per_window)
+    with pytest.raises(EnsembleError):
+        Costs(feature_fixed_ms=-0.5)

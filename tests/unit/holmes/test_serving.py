@@ -65,7 +65,8 @@ def test_evaluate_scores_with_the_ensemble_served_at_n_beds(
     report = json.loads(out.read_text())
     ensemble = report["ensemble"]
     settings = _settings(plan_beds=64, plan_phases=5)
-    expected = build_planner(zoo, settings, feature_ms=ensemble["feature_ms"]).start(first_load(settings))
+    expected = build_planner(zoo, settings, feature_ms=ensemble["feature_ms"],
+                             feature_fixed_ms=ensemble["feature_fixed_ms"]).start(first_load(settings))
     assert report["models"] == ensemble["members"] == list(expected.member_ids)
     assert len(ensemble["members"]) > 1 and ensemble["mode"] == "ensemble"
     assert (ensemble["beds"], ensemble["phases"], ensemble["aligned"]) == (64, 5, False)
