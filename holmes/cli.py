@@ -183,6 +183,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         n_beds=args.beds, duration_s=args.duration, source=args.source, chunk_s=args.chunk_s,
         speed=args.speed, seed=args.seed, data_dir=settings.data_dir, events=events,
         stagger_ticks=args.stagger, spread_within_tick=args.spread, bed_id_prefix=args.bed_prefix,
+        slot_s=args.slot_s,
     )
     producer = make_producer(settings.kafka_bootstrap)
     try:
@@ -379,6 +380,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--spread", action="store_true",
                    help="each bed's clock also runs its own fraction of a chunk late: chunks go out spread over "
                         "each tick instead of all at its start")
+    p.add_argument("--slot-s", type=float, default=0.02, metavar="S",
+                   help="with --spread, chunks whose acquisition ends within the same S seconds are sent together "
+                        "at the end of that slot: never before their last sample, less than S later "
+                        "(0 = each bed at its own moment; at most 0.1)")
     p.set_defaults(fn=cmd_simulate)
 
     p = sub.add_parser("bench", help="end-to-end benchmark: beds -> broker -> worker -> API -> WebSocket")

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from kafka import KafkaProducer
@@ -31,7 +33,12 @@ def _check_reachable(bootstrap: str, timeout_s: float) -> None:
 def make_producer(
     bootstrap: str, *, client_id: str = "holmes-simulator", connect_timeout_s: float = 5.0, **overrides: Any
 ) -> KafkaProducer:
-    """A producer for waveform chunks (acks=1, linger 5 ms); connects when called, never at import."""
+    """A producer for waveform chunks (acks=1, no linger); connects when called, never at import.
+
+    The simulator hands the producer a slot's chunks in one burst (:meth:`KafkaSend.send_many`) and wakes its
+    I/O thread once, after the burst: a linger would only hold the burst back (it was 5 ms when chunks came
+    one by one). With one request in flight, chunks queued while a request is out go together in the next.
+    """
     # kafka-python leaks its sockets when the bootstrap fails inside the constructor: fail earlier, cleanly.
     _check_reachable(bootstrap, connect_timeout_s)
     options: dict[str, Any] = {
@@ -40,7 +47,7 @@ def make_producer(
         "acks": 1,
         # At-least-once: idempotent producers are not supported by the embedded broker (BROKER.md).
         "enable_idempotence": False,
-        "linger_ms": 5,
+        "linger_ms": 0,
         "batch_size": 64 * 1024,
         # One request in flight, so that a retried batch cannot overtake the next one of the same bed.
         "max_in_flight_requests_per_connection": 1,
@@ -66,6 +73,22 @@ class KafkaSend:
         future = self.producer.send(self.topic, key=bed_id.encode("utf-8"), value=payload)
         future.add_errback(self._on_error, bed_id)
 
+    def send_many(self, items: Sequence[tuple[str, bytes]]) -> None:
+        """Send ``(bed_id, payload)`` pairs as one burst (what :class:`simulator.replay.Simulator` does per slot).
+
+        Each record that opens a new batch on a partition wakes the producer's I/O thread, which then takes
+        the GIL from the sending thread and runs a full send loop for that one record. In a burst the wake-ups
+        are held back until its last record is queued, then given once: one send loop (and one produce
+        request) per burst instead of one per partition touched.
+        """
+        if not items:
+            return
+        # the topic's metadata must be known: fetching it waits on the I/O thread, which must then be wakeable
+        self.producer.partitions_for(self.topic)
+        with _wakeups_deferred(self.producer):
+            for bed_id, payload in items:
+                self(bed_id, payload)
+
     def _on_error(self, bed_id: str, exc: BaseException) -> None:
         self.failed += 1
         self.last_error = exc
@@ -78,6 +101,26 @@ class KafkaSend:
     def close(self, timeout_s: float | None = 10.0) -> None:
         """Flush, then close the producer."""
         close_producer(self.producer, timeout_s)
+
+
+@contextlib.contextmanager
+def _wakeups_deferred(producer: KafkaProducer) -> Iterator[None]:
+    """Hold back the wake-ups that ``producer.send`` gives kafka-python's I/O thread (its ``Sender``), and give
+    one on the way out if any was asked for. A producer without that shape (another client, a fake) is left
+    alone."""
+    sender = getattr(producer, "_sender", None)
+    wakeup = getattr(sender, "wakeup", None)
+    if not callable(wakeup) or "wakeup" in getattr(sender, "__dict__", {"wakeup": None}):
+        yield
+        return
+    asked: list[bool] = []
+    sender.wakeup = lambda: asked.append(True)  # type: ignore[union-attr]
+    try:
+        yield
+    finally:
+        del sender.wakeup  # type: ignore[union-attr]
+        if asked:
+            wakeup()
 
 
 def kafka_sender(producer: KafkaProducer, topic: str) -> KafkaSend:

@@ -13,6 +13,7 @@ from scipy.signal import find_peaks
 from simulator.errors import ConfigError, DataNotFoundError
 from simulator.sources import (
     CincSource,
+    MitdbRecord,
     MitdbSource,
     SyntheticSource,
     cinc_library,
@@ -175,3 +176,16 @@ def test_empty_mitdb_folder_names_the_setting(tmp_path: Path) -> None:
 def test_unknown_source_kind_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="unknown source"):
         make_sources("holter", 1, tmp_path, seed=0)  # type: ignore[arg-type]
+
+
+def test_record_read_once_gives_the_millivolts_of_a_span_read(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    rec = MitdbRecord(data_dir / "mitdb" / "208")
+    for lo, hi in [(0, 5000), (123_457, 130_001), (649_000, 650_000)]:
+        span = wfdb.rdrecord(str(data_dir / "mitdb" / "208"), sampfrom=lo, sampto=hi, physical=True)
+        assert np.array_equal(rec._millivolts(lo, hi), np.nan_to_num(span.p_signal)), (lo, hi)
+    reads: list[object] = []
+    real = wfdb.rdrecord
+    monkeypatch.setattr(wfdb, "rdrecord", lambda *a, **k: reads.append(a) or real(*a, **k))
+    for b in range(3):
+        rec.block(b)
+    assert reads == [], "blocks come from the record read once, not from the files again"
