@@ -12,14 +12,14 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Protocol
 
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from api.audit import audit_entry
 from api.errors import ApiError
-from api.tables import Alert, AlertEvent, Bed
+from api.tables import Alert, AlertEvent
 from ingest.schemas import ScoreRecord
 
 AlertState = Literal["active", "cleared"]
@@ -54,7 +54,16 @@ class AlertChange:
     event: AlertEvent
 
 
-def step(rules: AlertRules, bed: Bed, record: ScoreRecord) -> Literal["raise", "clear"] | None:
+class BedStreaks(Protocol):
+    """What alert evaluation reads and advances of a bed: a ``Bed`` row, or the store's plain copy of one."""
+
+    bed_id: str
+    alert_above: int
+    alert_below: int
+    open_alert_id: int | None
+
+
+def step(rules: AlertRules, bed: BedStreaks, record: ScoreRecord) -> Literal["raise", "clear"] | None:
     """Advance the bed's streaks by one newer window; says whether to raise or clear its alert."""
     if record.state != "ok" or record.risk is None:
         return None
@@ -71,7 +80,7 @@ def step(rules: AlertRules, bed: Bed, record: ScoreRecord) -> Literal["raise", "
     return None
 
 
-def apply_window(session: Session, rules: AlertRules, bed: Bed, record: ScoreRecord,
+def apply_window(session: Session, rules: AlertRules, bed: BedStreaks, record: ScoreRecord,
                  now_s: float) -> AlertChange | None:
     """Evaluate one new window of ``bed`` inside the caller's transaction; returns what happened, if anything."""
     action = step(rules, bed, record)

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import operator
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -27,6 +28,9 @@ from ingest.errors import DecodeError
 from ingest.schemas import ScoreRecord
 
 log = logging.getLogger(__name__)
+
+_RECORD_FIELDS = tuple(f.name for f in dataclasses.fields(ScoreRecord))
+_record_values = operator.attrgetter(*_RECORD_FIELDS)
 
 #: Most records taken from one fetch, so that broadcasting them never holds the event loop for long.
 MAX_RECORDS_PER_FETCH = 500
@@ -216,15 +220,23 @@ class ScoreConsumer:
     def accept(self, records: Iterable[ScoreRecord], received_at_s: float) -> list[ScoreRecord]:
         """Check each score and broadcast the good ones at once; returns them as checked records."""
         good = []
+        publish = self.hub.publish
         for record in records:
+            # A flat dict: ``dataclasses.asdict`` deep-copied the 200-value strip value by value, the largest
+            # cost per score (pydantic copies ``extra`` and the lists while validating anyway).
+            body = dict(zip(_RECORD_FIELDS, _record_values(record), strict=True))
+            body["received_at_s"] = received_at_s
             try:
-                score = ScorePublic.model_validate({**dataclasses.asdict(record), "received_at_s": received_at_s})
+                score = ScorePublic.model_validate(body)
             except ValidationError as exc:
                 self.stats.rejected += 1
                 log.warning("rejected score for bed %r: %s", record.bed_id, str(exc)[:300])
                 continue
-            self.hub.publish(ScoreMessage(score=score, sent_at_s=self._clock()).model_dump_json())
+            # Serialised once here; every WebSocket client is sent the same string.
+            publish(ScoreMessage(score=score, sent_at_s=self._clock()).model_dump_json())
             good.append(score.to_record())
+        if self.metrics is not None and good:
+            self.metrics.observe_workers(good)
         return good
 
     async def handle_batch(self, records: Sequence[ScoreRecord]) -> int:

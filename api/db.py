@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import json
+import operator
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, delete, event, func, select
+from sqlalchemy import JSON, Engine, bindparam, create_engine, delete, event, func, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.orm import Session
@@ -17,7 +19,7 @@ from sqlalchemy.pool import StaticPool
 from api.alerts import AlertChange, AlertRules, apply_window
 from api.errors import ConfigError
 from api.schemas import is_partial
-from api.tables import Base, Bed, Score
+from api.tables import Alert, Base, Bed, Score
 from ingest.schemas import ScoreRecord
 
 #: The most rows one call of ``scores_for_bed`` or ``page`` returns.
@@ -71,14 +73,99 @@ def _insert(engine: Engine, table: type[Base]) -> postgresql.Insert | sqlite.Ins
     raise NotImplementedError(f"no idempotent insert for the {name} dialect")
 
 
+# The strip is kept only as the bed's latest (``beds.strip_mv``), not per window in the history.
+_SCORE_ROW_FIELDS = tuple(f.name for f in dataclasses.fields(ScoreRecord) if f.name not in ("strip_hz", "strip_mv"))
+_score_row_values = operator.attrgetter(*_SCORE_ROW_FIELDS)
+
+
 def _score_row(record: ScoreRecord, received_at_s: float) -> dict[str, Any]:
-    row = dataclasses.asdict(record)
-    # The strip is kept only as the bed's latest (``beds.strip_mv``), not per window in the history.
-    row.pop("strip_hz", None)
-    row.pop("strip_mv", None)
+    # Flat: ``dataclasses.asdict`` deep-copied the strip only for it to be dropped here. ``extra`` is serialised
+    # by the insert, so it needs no copy.
+    row = dict(zip(_SCORE_ROW_FIELDS, _score_row_values(record), strict=True))
     row["models"] = list(record.models)
     row["received_at_s"] = received_at_s
     return row
+
+
+_BEDS = Bed.__table__
+_BED_COLUMNS = tuple(c.name for c in _BEDS.columns)
+#: What a write reads of a bed: all but the strip, which only a newer window replaces (and then entirely).
+_BED_STATE_COLUMNS = tuple(name for name in _BED_COLUMNS if name not in ("strip_hz", "strip_mv"))
+
+
+@dataclass(slots=True)
+class _BedRow:
+    """A ``beds`` row being advanced by one write: plain attributes, written back with one statement per batch
+    (ORM instances cost a unit-of-work flush with one UPDATE per changed column set)."""
+
+    bed_id: str
+    first_seen_s: float
+    last_seen_s: float
+    last_window_end_s: float
+    last_state: str
+    last_models: list[str] | None
+    windows_lost: int
+    alert_above: int
+    alert_below: int
+    open_alert_id: int | None
+    strip_hz: float | None = None
+    strip_mv: list[float] | None = None
+    #: Whether a newer window replaced the strip (read rows leave the stored strip out).
+    strip_set: bool = False
+
+
+# Read rows become ``_BedRow(*row)``: the fields start with the state columns, in table order.
+assert tuple(f.name for f in dataclasses.fields(_BedRow))[:len(_BED_STATE_COLUMNS)] == _BED_STATE_COLUMNS
+assert set(_BED_COLUMNS) == {f.name for f in dataclasses.fields(_BedRow)} - {"strip_set"}, "_BedRow != beds table"
+_bed_values = operator.attrgetter(*_BED_COLUMNS)
+_bed_state_values = operator.attrgetter(*_BED_STATE_COLUMNS)
+_SELECT_BEDS = select(*(_BEDS.c[name] for name in _BED_STATE_COLUMNS))
+_INSERT_BEDS = _BEDS.insert()
+
+
+def _update_beds(columns: Sequence[str]) -> Any:
+    return (_BEDS.update().where(_BEDS.c.bed_id == bindparam("key_bed_id"))
+            .values({name: bindparam(name) for name in columns if name != "bed_id"}))
+
+
+_UPDATE_BEDS = _update_beds(_BED_COLUMNS)
+_UPDATE_BED_STATES = _update_beds(_BED_STATE_COLUMNS)
+
+
+def _pg_from_json(table: Any, columns: Sequence[str]) -> list[str]:
+    """The values, as SQL, of ``columns`` read from ``x``: the rows of a PostgreSQL statement that come in one JSON
+    array parameter (``:rows``, objects keyed by column name) through ``json_populate_recordset``.
+
+    One parameter per batch instead of one per value: executemany paid psycopg's dumping of every value (and the
+    parsing of a statement with thousands of placeholders) for each row. JSON numbers carry floats exactly (``repr``
+    round-trips), and a JSON column keeps the text of its value, which is what ``json.dumps`` of that value alone
+    writes; a JSON column's ``null`` stays a JSON ``null``, as SQLAlchemy writes ``None`` (``none_as_null`` off).
+    """
+    return [f"COALESCE(x.{name}, 'null'::json)" if isinstance(table.c[name].type, JSON) else f"x.{name}"
+            for name in columns]
+
+
+# Built from the table definitions, not from data: every value travels in the :rows parameter.
+_SCORE_INSERT_COLUMNS = (*_SCORE_ROW_FIELDS, "received_at_s")
+assert set(_SCORE_INSERT_COLUMNS) == {c.name for c in Score.__table__.columns} - {"id"}
+#: The batch's scores in one statement; ``ORDER BY ordinality`` gives them ids in batch order, as executemany did.
+_PG_INSERT_SCORES = text(
+    f"INSERT INTO scores ({', '.join(_SCORE_INSERT_COLUMNS)}) "  # noqa: S608 - column names from the table
+    f"SELECT {', '.join(_pg_from_json(Score.__table__, _SCORE_INSERT_COLUMNS))} "
+    "FROM json_populate_recordset(NULL::scores, CAST(:rows AS json)) WITH ORDINALITY AS x ORDER BY x.ordinality "
+    "ON CONFLICT (bed_id, window_end_s) DO NOTHING RETURNING bed_id, window_end_s"
+)
+
+
+def _pg_update_beds(columns: Sequence[str]) -> Any:
+    columns = [name for name in columns if name != "bed_id"]
+    sets = ", ".join(f"{name} = {value}" for name, value in zip(columns, _pg_from_json(_BEDS, columns), strict=True))
+    return text(f"UPDATE beds SET {sets} "  # noqa: S608 - column names from the table
+                "FROM json_populate_recordset(NULL::beds, CAST(:rows AS json)) AS x WHERE beds.bed_id = x.bed_id")
+
+
+_PG_UPDATE_BEDS = _pg_update_beds(_BED_COLUMNS)
+_PG_UPDATE_BED_STATES = _pg_update_beds(_BED_STATE_COLUMNS)
 
 
 @dataclass(slots=True)
@@ -117,33 +204,40 @@ class ScoreStore:
         unique: dict[tuple[str, float], ScoreRecord] = {}
         for record in records:
             unique.setdefault((record.bed_id, record.window_end_s), record)
-        insert = _insert(self.engine, Score).on_conflict_do_nothing(index_elements=["bed_id", "window_end_s"])
+        pg = self.engine.dialect.name == "postgresql"
+        rows = [_score_row(r, received_at_s) for r in unique.values()]
         with Session(self.engine, expire_on_commit=False) as session, session.begin():
-            keys = session.connection().execute(
-                insert.returning(Score.bed_id, Score.window_end_s),
-                [_score_row(r, received_at_s) for r in unique.values()],
-            ).all()
+            conn = session.connection()
+            if pg:
+                keys = conn.execute(_PG_INSERT_SCORES, {"rows": json.dumps(rows)}).all()
+            else:
+                insert = _insert(self.engine, Score).on_conflict_do_nothing(index_elements=["bed_id", "window_end_s"])
+                keys = conn.execute(insert.returning(Score.bed_id, Score.window_end_s), rows).all()
             outcome.inserted = sorted((unique[(k.bed_id, k.window_end_s)] for k in keys),
                                       key=lambda r: (r.bed_id, r.window_end_s))
             if not outcome.inserted:
                 return outcome
             bed_ids = sorted({r.bed_id for r in outcome.inserted})
             # Locked in bed-id order, so that concurrent writers cannot deadlock on them.
-            beds = {
-                bed.bed_id: bed
-                for bed in session.scalars(
-                    select(Bed).where(Bed.bed_id.in_(bed_ids)).order_by(Bed.bed_id).with_for_update()
+            stored = {
+                row.bed_id: tuple(row)
+                for row in conn.execute(
+                    _SELECT_BEDS.where(_BEDS.c.bed_id.in_(bed_ids)).order_by(_BEDS.c.bed_id).with_for_update()
                 )
             }
+            beds = {bed_id: _BedRow(*row) for bed_id, row in stored.items()}
+            # The open alerts in one query: ``apply_window`` then finds them in the session's identity map
+            # instead of loading (and autoflushing) once per window. Held here: the identity map is weak.
+            open_ids = sorted({b.open_alert_id for b in beds.values() if b.open_alert_id is not None})
+            open_alerts = list(session.scalars(select(Alert).where(Alert.id.in_(open_ids)))) if open_ids else []
             for record in outcome.inserted:
                 bed = beds.get(record.bed_id)
                 if bed is None:
-                    bed = beds[record.bed_id] = Bed(
+                    bed = beds[record.bed_id] = _BedRow(
                         bed_id=record.bed_id, first_seen_s=received_at_s, last_seen_s=received_at_s,
-                        last_window_end_s=record.window_end_s, last_state=record.state, windows_lost=0,
-                        alert_above=0, alert_below=0, open_alert_id=None, last_models=None,
+                        last_window_end_s=record.window_end_s, last_state=record.state, last_models=None,
+                        windows_lost=0, alert_above=0, alert_below=0, open_alert_id=None,
                     )
-                    session.add(bed)
                 else:
                     bed.last_seen_s = max(bed.last_seen_s, received_at_s)
                     if record.window_end_s <= bed.last_window_end_s:
@@ -155,6 +249,7 @@ class ScoreStore:
                 bed.last_window_end_s, bed.last_state = record.window_end_s, record.state
                 bed.strip_hz = record.strip_hz if record.strip_mv else None
                 bed.strip_mv = list(record.strip_mv) if record.strip_mv else None
+                bed.strip_set = True
                 # A partial score lacks the members skipped for the deadline: that is no change of selection.
                 if record.state == "ok" and record.models and not is_partial(record.extra):
                     if bed.last_models and list(record.models) != bed.last_models:
@@ -163,6 +258,27 @@ class ScoreStore:
                 change = apply_window(session, self.rules, bed, record, now)
                 if change is not None:
                     outcome.alerts.append(change)
+            # One statement per kind of change, each row keyed by its bed; unchanged beds are not written (as
+            # the ORM's flush did not). A bed with a newer window always changed (its last_window_end_s).
+            new: list[dict[str, Any]] = []
+            newer: list[dict[str, Any]] = []
+            touched: list[dict[str, Any]] = []
+            for bed_id, bed in beds.items():
+                if bed_id not in stored:
+                    new.append(dict(zip(_BED_COLUMNS, _bed_values(bed), strict=True)))
+                elif bed.strip_set:
+                    newer.append(dict(zip(_BED_COLUMNS, _bed_values(bed), strict=True)))
+                elif (values := _bed_state_values(bed)) != stored[bed_id]:
+                    touched.append(dict(zip(_BED_STATE_COLUMNS, values, strict=True)))
+            if new:
+                conn.execute(_INSERT_BEDS, new)
+            for pg_update, update, changes in ((_PG_UPDATE_BEDS, _UPDATE_BEDS, newer),
+                                               (_PG_UPDATE_BED_STATES, _UPDATE_BED_STATES, touched)):
+                if changes and pg:
+                    conn.execute(pg_update, {"rows": json.dumps(changes)})
+                elif changes:
+                    conn.execute(update, [{**row, "key_bed_id": row["bed_id"]} for row in changes])
+            open_alerts.clear()
         return outcome
 
     def latest_per_bed(self) -> list[tuple[Bed, Score]]:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import math
+import threading
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
@@ -16,6 +17,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from api.asgi import StatusRecorder
 from api.db import WriteOutcome
 from api.schemas import LatencyPublic, PlanPublic, ServedModelPublic, score_status
+from ingest.schemas import ScoreRecord
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 #: End-to-end latency buckets (s): the 1-s deadline of the benchmark sits in the middle.
@@ -64,6 +66,93 @@ class _PlanGauges(Collector):
         for plan in plans:
             members.add_metric([plan.worker_id], len(plan.members))
         yield members
+
+
+#: A worker not heard from for this long leaves the queue-depth gauges (bounded series after scale-in).
+WORKER_FORGET_S = 600.0
+#: The most workers the queue-depth gauges track; the one heard from least recently is forgotten first.
+MAX_TRACKED_WORKERS = 256
+#: Worker ids longer than this are cut to it for the label (the plans table's limit).
+WORKER_LABEL_CHARS = 200
+
+
+@dataclass(slots=True)
+class _WorkerQueue:
+    depth: float
+    max_depth: float
+    #: ``scored_at_s`` of the record ``depth`` came from (the worker's clock): replays never move it back.
+    scored_at_s: float
+    #: When the api last received a score of this worker (the api's clock).
+    seen_s: float
+
+
+class _QueueDepthGauges(Collector):
+    """Each worker's scoring-queue depth, from the ``extra["queue_depth"]`` / ``extra["worker_id"]`` of its scores.
+
+    ``holmes_worker_queue_depth`` is the depth of the worker's newest score (by ``scored_at_s``), and
+    ``holmes_worker_queue_depth_max`` the highest depth seen since the api started (or since it last forgot the
+    worker). Workers silent for ``forget_after_s`` are forgotten, and at most ``max_workers`` are tracked.
+    """
+
+    def __init__(self, clock: Callable[[], float], forget_after_s: float = WORKER_FORGET_S,
+                 max_workers: int = MAX_TRACKED_WORKERS) -> None:
+        self.clock = clock
+        self.forget_after_s = forget_after_s
+        self.max_workers = max_workers
+        #: Least recently heard from first.
+        self._workers: OrderedDict[str, _WorkerQueue] = OrderedDict()
+        # Scores arrive on the event loop, /metrics is rendered in a thread.
+        self._lock = threading.Lock()
+
+    def observe(self, records: Iterable[ScoreRecord]) -> None:
+        now = self.clock()
+        workers = self._workers
+        with self._lock:
+            for record in records:
+                extra = record.extra
+                worker = extra.get("worker_id")
+                depth = _number(extra.get("queue_depth"))
+                if depth is None or not isinstance(worker, str) or not worker:
+                    continue
+                worker = worker[:WORKER_LABEL_CHARS]
+                seen = workers.get(worker)
+                if seen is None:
+                    workers[worker] = _WorkerQueue(depth, depth, record.scored_at_s, now)
+                    continue
+                if record.scored_at_s >= seen.scored_at_s:
+                    seen.depth, seen.scored_at_s = depth, record.scored_at_s
+                if depth > seen.max_depth:
+                    seen.max_depth = depth
+                if seen.seen_s != now:
+                    seen.seen_s = now
+                    workers.move_to_end(worker)
+            self._forget(now)
+
+    def _forget(self, now: float) -> None:
+        workers = self._workers
+        cutoff = now - self.forget_after_s
+        while workers and (len(workers) > self.max_workers or next(iter(workers.values())).seen_s < cutoff):
+            workers.popitem(last=False)
+
+    def snapshot(self) -> dict[str, tuple[float, float]]:
+        """``worker -> (depth, max_depth)`` of the workers tracked now."""
+        with self._lock:
+            self._forget(self.clock())
+            return {worker: (q.depth, q.max_depth) for worker, q in self._workers.items()}
+
+    def collect(self) -> Iterator[Metric]:
+        workers = self.snapshot()
+        depth = GaugeMetricFamily("holmes_worker_queue_depth",
+                                  "Scoring-queue depth of the worker when it published its newest score",
+                                  labels=["worker"])
+        high = GaugeMetricFamily("holmes_worker_queue_depth_max",
+                                 "Highest scoring-queue depth a worker reported since the api started",
+                                 labels=["worker"])
+        for worker, (last, top) in sorted(workers.items()):
+            depth.add_metric([worker], last)
+            high.add_metric([worker], top)
+        yield depth
+        yield high
 
 
 def _percentiles(values_s: Iterable[float]) -> tuple[int, float | None, float | None, float | None, float | None]:
@@ -125,6 +214,8 @@ class Metrics:
                                       ["method", "route", "status"], buckets=HTTP_BUCKETS_S, registry=self.registry)
         self.live = _Live()
         self.registry.register(self.live)
+        self.worker_queues = _QueueDepthGauges(clock)
+        self.registry.register(self.worker_queues)
         for status in ("ok", "partial", "incomplete", "unscorable"):
             self.windows.labels(status)
         for kind in ("raised", "acknowledged", "cleared"):
@@ -143,6 +234,10 @@ class Metrics:
     def render(self) -> bytes:
         """The exposition text for ``GET /metrics``."""
         return generate_latest(self.registry)
+
+    def observe_workers(self, records: Iterable[ScoreRecord]) -> None:
+        """Note the scoring-queue depth each received score reports for its worker (replays included)."""
+        self.worker_queues.observe(records)
 
     def record_write(self, outcome: WriteOutcome, received_at_s: float) -> None:
         """Count what one store write inserted: statuses, latency, provenance, lost windows, alert events."""

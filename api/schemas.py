@@ -67,10 +67,13 @@ class ScoreBase(BaseModel):
 
     def to_record(self) -> ScoreRecord:
         """The checked values as a ``ScoreRecord``."""
-        body = self.model_dump(include=set(ScoreBase.model_fields))
-        body["models"] = tuple(self.models)
-        body["strip_mv"] = tuple(self.strip_mv)
-        return ScoreRecord(**body)
+        # Field by field: ``model_dump`` walks the 200-value strip through the serialiser for every live score.
+        return ScoreRecord(
+            bed_id=self.bed_id, window_end_s=self.window_end_s, window_s=self.window_s, state=self.state,
+            risk=self.risk, reason=self.reason, quality=self.quality, heart_rate_bpm=self.heart_rate_bpm,
+            complete=self.complete, models=tuple(self.models), scored_at_s=self.scored_at_s, seq_last=self.seq_last,
+            extra=dict(self.extra), strip_hz=self.strip_hz, strip_mv=tuple(self.strip_mv),
+        )
 
 
 class ScorePublic(ScoreBase):

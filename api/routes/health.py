@@ -60,5 +60,6 @@ async def readyz(store: StoreDep, consumer: ConsumerDep, hub: HubDep, response: 
 )
 def metrics(metrics: MetricsDep) -> Response:
     """Prometheus metrics: end-to-end and HTTP latency histograms, windows by status, lost windows, dead letters,
-    model selection changes, alert events, consumer and WebSocket counters."""
+    model selection changes, alert events, consumer and WebSocket counters, and each worker's scoring-queue depth
+    (last and highest)."""
     return Response(metrics.render(), media_type=CONTENT_TYPE)

@@ -212,3 +212,16 @@ def test_scores_flow_from_the_broker_to_the_database_and_a_websocket(
     beds = client.get("/api/beds").json()
     assert [b["bed_id"] for b in beds] == ["bed-0", "bed-1", "bed-2"]
     assert [b["latest"]["window_end_s"] for b in beds] == [r.window_end_s for r in records[-3:]]
+
+
+def test_the_checked_score_keeps_every_field_of_the_record(make_score: Callable[..., ScoreRecord]) -> None:
+    import dataclasses
+
+    from api.schemas import ScoreBase, ScorePublic
+
+    record = make_score(reason="r", complete=False, extra={"a": 1, "b": None, "c": "x", "d": 2.5}, strip_hz=50.0,
+                        strip_mv=(0.1, -0.2), seq_last=3)
+    assert set(ScoreBase.model_fields) == {f.name for f in dataclasses.fields(ScoreRecord)}
+    score = ScorePublic.model_validate({**dataclasses.asdict(record), "received_at_s": 1.0})
+    assert score.to_record() == record
+    assert score.to_record().extra is not score.extra

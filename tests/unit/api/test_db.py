@@ -157,3 +157,30 @@ def test_normalise_url_points_postgresql_at_psycopg(given: str, driver: str) -> 
 def test_make_engine_refuses_other_databases() -> None:
     with pytest.raises(ConfigError, match="unsupported database"):
         make_engine("mysql://u@h/db")
+
+
+def test_batch_writes_round_trip_odd_values_and_keep_the_strip_on_late_windows(
+    store: ScoreStore, make_score: Callable[..., ScoreRecord]
+) -> None:
+    odd = 'caf\u00e9 "q" \\ back\nnew \u2603 \U0001F600'
+    extra = {"note": None, "s": odd, "t": True, "big": 2**53 + 1, "tiny": 1e-7, "huge": 1e16, odd: 1}
+    first = make_score(window_end_s=1e9 + 0.1, reason=odd, models=("m\u00e9", 'x"y'), scored_at_s=0.1 + 0.2,
+                       extra=extra, strip_hz=50.0, strip_mv=(1e-7, -0.0, 1e16, 0.1 + 0.2))
+    assert store.write_many([first, make_score("bed-2", 5.0, seq_last=2**31 - 1)], received_at_s=1.0) == 2
+    # A late, older window: stored, and the bed is seen again, but its latest window and strip stay.
+    late = make_score(window_end_s=1e9 - 4.9, strip_hz=25.0, strip_mv=(9.5,), models=())
+    assert store.write_many([late], received_at_s=2.0) == 1
+
+    newest, older = store.scores_for_bed("bed-1")
+    assert (newest.window_end_s, newest.reason, newest.models, newest.extra) == (1e9 + 0.1, odd, ["m\u00e9", 'x"y'],
+                                                                                   extra)
+    assert (newest.scored_at_s, newest.received_at_s, older.window_end_s, older.received_at_s) == (
+        0.1 + 0.2, 1.0, 1e9 - 4.9, 2.0)
+    assert newest.id < older.id
+    bed = store.get_bed("bed-1")
+    assert bed is not None
+    assert (bed.last_window_end_s, bed.last_seen_s, bed.first_seen_s) == (1e9 + 0.1, 2.0, 1.0)
+    assert (bed.strip_hz, bed.strip_mv, bed.last_models) == (50.0, [1e-7, -0.0, 1e16, 0.1 + 0.2], ["m\u00e9", 'x"y'])
+    other = store.get_bed("bed-2")
+    assert other is not None and other.strip_mv is None and other.strip_hz is None
+    assert store.scores_for_bed("bed-2")[0].seq_last == 2**31 - 1
