@@ -28,6 +28,7 @@ batch (:func:`measure_feature_costs`), and the worker keeps comparing measured b
 
 from __future__ import annotations
 
+import bisect
 import math
 import time
 from collections.abc import Mapping, Sequence
@@ -122,6 +123,7 @@ class BatchProfile:
             raise EnsembleError(f"a batch profile needs finite ms for batch sizes >= 1, got {dict(points)}")
         self.sizes = np.array([b for b, _ in items], dtype=float)
         self.ms = np.array([ms for _, ms in items], dtype=float)
+        self._tables: dict[int, np.ndarray] = {}
 
     @classmethod
     def from_card(cls, latency_ms: Mapping[int | str, float]) -> BatchProfile:
@@ -136,6 +138,20 @@ class BatchProfile:
             per_window = self.ms[-1] / self.sizes[-1]
             return float(self.ms[-1] + (batch - self.sizes[-1]) * per_window)
         return float(np.interp(batch, self.sizes, self.ms))
+
+    def table(self, max_batch: int) -> np.ndarray:
+        """``self(b)`` for every batch size ``b`` in ``0..max_batch`` (read-only; index = batch size), computed
+        once: the latency model looks batch costs up thousands of times per search."""
+        table = self._tables.get(max_batch)
+        if table is None:
+            b = np.arange(max_batch + 1, dtype=float)
+            table = np.interp(b, self.sizes, self.ms)  # ms[0] below the smallest profiled size
+            above = b > self.sizes[-1]
+            table[above] = self.ms[-1] + (b[above] - self.sizes[-1]) * (self.ms[-1] / self.sizes[-1])
+            table[0] = 0.0
+            table.setflags(write=False)
+            self._tables[max_batch] = table
+        return table
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,6 +227,20 @@ class LatencyModel:
         c = self.costs
         return self.contention * (c.batch_overhead_ms + c.features_ms(batch)) + self.models_ms(members, batch)
 
+    def batch_costs(self, members: Sequence[str]) -> list[float]:
+        """:meth:`batch_ms` for every batch size ``0..max_batch`` at once (index = batch size)."""
+        c = self.costs
+        n = c.max_batch
+        models = np.zeros(n + 1)
+        try:
+            for m in members:
+                models = models + self.profiles[m].table(n) * self.slowdown.get(m, 1.0)
+        except KeyError as exc:
+            raise EnsembleError(f"no latency profile for {exc.args[0]}") from exc
+        sizes = np.arange(n + 1)
+        total = self.contention * (c.batch_overhead_ms + (c.feature_fixed_ms + sizes * c.feature_ms))
+        return (total + self.contention * models).tolist()
+
     def predict(self, members: Sequence[str], load: Load) -> LatencyPrediction:
         """Predicted latency distribution of ``members`` at ``load`` (see the module docstring)."""
         c = self.costs
@@ -219,7 +249,8 @@ class LatencyModel:
             return LatencyPrediction(base, base, base, 0.0, 0.0, True)
         tick_ms = load.chunk_s * 1000.0
         per_hop = load.ticks_per_hop
-        busy_per_hop = sum(self._busy_for(members, load.due(t)) for t in range(per_hop))
+        cost = self.batch_costs(members)
+        busy_per_hop = sum(self._busy_for(cost, load.due(t)) for t in range(per_hop))
         utilisation = busy_per_hop / (per_hop * tick_ms)
         if utilisation >= 1.0:
             return replace(_UNSTABLE, utilisation=utilisation)
@@ -238,18 +269,23 @@ class LatencyModel:
                 continue
             frac = np.arange(1, n + 1) / n
             acquired = tick * tick_ms + spread_ms * frac
-            arrivals = acquired + max(decode_ms - spread_ms, 0.0) * frac + c.chunk_ms * self.contention
+            arrivals = (acquired + max(decode_ms - spread_ms, 0.0) * frac + c.chunk_ms * self.contention).tolist()
+            # the greedy executor, batch by batch, in plain floats (a search predicts thousands of subsets)
+            firsts: list[int] = []
+            dones: list[float] = []
             i = 0
             while i < n:
                 start = max(free_at, arrivals[i])
-                ready = int(np.searchsorted(arrivals, start, side="right"))
-                b = max(1, min(ready - i, c.max_batch))
-                done = start + self.batch_ms(members, b)
-                publish = done + deliver_ms * np.arange(1, b + 1)
-                latencies.append(publish - acquired[i:i + b])
-                free_at = publish[-1]
+                b = max(1, min(bisect.bisect_right(arrivals, start) - i, c.max_batch))
+                done = start + cost[b]
+                firsts.append(i)
+                dones.append(done)
+                free_at = done + deliver_ms * b  # the batch's scores go out one by one
                 i += b
-                batches += 1
+            sizes = np.diff(np.append(firsts, n))
+            rank = np.arange(1, n + 1) - np.repeat(firsts, sizes)  # 1..b within each batch
+            latencies.append(np.repeat(dones, sizes) + deliver_ms * rank - acquired)
+            batches += len(firsts)
         lat = np.concatenate(latencies) + c.transport_ms if latencies else np.array([c.transport_ms])
         # the second hop is the steady state (a backlog from the first one is counted in it)
         second = lat[len(lat) // 2:] if len(lat) > 1 else lat
@@ -262,12 +298,12 @@ class LatencyModel:
             stable=True,
         )
 
-    def _busy_for(self, members: Sequence[str], n: int) -> float:
-        """Busy ms for ``n`` windows of one tick in full batches (plus the chunks of every bed)."""
+    def _busy_for(self, cost: Sequence[float], n: int) -> float:
+        """Busy ms for ``n`` windows of one tick in full batches (``cost``: :meth:`batch_costs`)."""
         if n == 0:
             return 0.0
         full, rest = divmod(n, self.costs.max_batch)
-        busy = full * self.batch_ms(members, self.costs.max_batch) + (self.batch_ms(members, rest) if rest else 0.0)
+        busy = full * cost[self.costs.max_batch] + (cost[rest] if rest else 0.0)
         return busy + n * self.costs.deliver_ms * self.contention
 
 
