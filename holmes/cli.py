@@ -380,10 +380,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--spread", action="store_true",
                    help="each bed's clock also runs its own fraction of a chunk late: chunks go out spread over "
                         "each tick instead of all at its start")
-    p.add_argument("--slot-s", type=float, default=0.02, metavar="S",
+    p.add_argument("--slot-s", type=float, default=0.1, metavar="S",
                    help="with --spread, chunks whose acquisition ends within the same S seconds are sent together "
                         "at the end of that slot: never before their last sample, less than S later "
-                        "(0 = each bed at its own moment; at most 0.1)")
+                        "(0 = each bed at its own moment; at most 0.25)")
     p.set_defaults(fn=cmd_simulate)
 
     p = sub.add_parser("bench", help="end-to-end benchmark: beds -> broker -> worker -> API -> WebSocket")
