@@ -38,8 +38,8 @@ import numpy as np
 
 from ensemble.errors import EnsembleError
 
-__all__ = ["BatchProfile", "Costs", "LatencyModel", "LatencyPrediction", "Load", "measure_feature_costs",
-           "measure_feature_ms"]
+__all__ = ["BatchProfile", "Costs", "LatencyModel", "LatencyPrediction", "Load", "ecg_like_window",
+           "measure_feature_costs", "measure_feature_ms"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -307,7 +307,8 @@ class LatencyModel:
         return busy + n * self.costs.deliver_ms * self.contention
 
 
-def _ecg_like_window(seconds: float, leads: int, fs_hz: float, seed: int) -> np.ndarray:
+def ecg_like_window(seconds: float = 10.0, leads: int = 2, fs_hz: float = 250.0, seed: int = 0) -> np.ndarray:
+    """An ECG-shaped window (beats every 0.8 s on noise), float32 ``(leads, n)``: what feature costs are timed on."""
     rng = np.random.default_rng(seed)
     n = int(seconds * fs_hz)
     t = np.arange(n) / fs_hz
@@ -321,7 +322,7 @@ def measure_feature_ms(repeats: int = 20, seconds: float = 10.0, leads: int = 2,
     0.8 s on noise)."""
     import features
 
-    windows = [_ecg_like_window(seconds, leads, fs_hz, seed) for seed in range(batch)]
+    windows = [ecg_like_window(seconds, leads, fs_hz, seed) for seed in range(batch)]
     features.extract_batch(windows, fs_hz)
     times = []
     for _ in range(repeats):

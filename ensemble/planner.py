@@ -5,7 +5,10 @@ that fell due in one tick (how aligned the beds are), and each model's measured 
 profile (:class:`Slowdown`). The planner keeps the plan in force unless
 
 * **it no longer fits**: its predicted p99 at the observed load is over the budget (beds joined, a burst,
-  a model running slower than profiled). Then it re-plans at once, for the observed load;
+  a model running slower than profiled). Then it sheds at once, without a search (which on a saturated
+  machine takes seconds while the queue grows): the plan's own members, dropping the most expensive first,
+  until the rest is predicted within ``budget * (1 - margin)``, or else the cheapest model. The search for the
+  best ensemble at the new load follows as an upgrade (below);
 * **a better one fits and keeps fitting**: the load has changed (beds left, a slow model recovered) and
   the best ensemble for it beats the plan in force by at least ``min_gain`` validation ROC-AUC, and has
   stayed the best for ``dwell_s`` seconds.
@@ -24,9 +27,12 @@ from __future__ import annotations
 import logging
 import math
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, overload
+
+import numpy as np
 
 from ensemble.errors import EnsembleError
 from ensemble.latency import LatencyModel, LatencyPrediction, Load
@@ -61,9 +67,13 @@ class PlannerConfig:
         Seconds an upgrade must stay the best before it is made.
     slowdown_step : float
         Slowdowns and contention are rounded to this step before planning.
+    search_in_process : bool
+        Run searches in a child process (:class:`SearchProcess`): the worker's executor then never waits for
+        the GIL while one runs.
     search_interval_s : float
-        At most one new search (a load, contention or slowdown not seen before) per this many seconds; in
-        between, the plan in force stays and deadline drops cover a load it no longer fits.
+        At most one new search (a load, contention or slowdown not seen before) per this many seconds. Only
+        upgrades search (a plan over budget is shed without one), and a search is seconds of pure Python
+        that the executor waits on for the GIL, so they are kept rare.
     change_ratio : float
         A measured slowdown or contention replaces the one planned with only when it differs from it by
         more than this factor, so measurement noise neither re-plans nor re-runs the search.
@@ -88,10 +98,11 @@ class PlannerConfig:
     dwell_s: float = 20.0
     slowdown_step: float = 0.25
     change_ratio: float = 1.25
-    search_interval_s: float = 5.0
+    search_interval_s: float = 30.0
     max_members: int | None = 6
     contention: float = 1.0
     pinned: tuple[str, ...] = ()
+    search_in_process: bool = False
 
     def __post_init__(self) -> None:
         valid = self.budget_ms > 0 and 0 <= self.margin < 1 and self.min_gain >= 0 and self.dwell_s >= 0
@@ -117,6 +128,8 @@ class Slowdown:
         self._min_expected_ms = min_expected_ms
         self._sums: dict[str, list[float]] = {}  # id -> [measured s, expected s], decayed per call
         self._lock = threading.Lock()
+        #: ``time.monotonic()`` of the last feature timing (the executor's or a probe's)
+        self.features_at_s = -math.inf
 
     def _add(self, key: str, measured_s: float, expected_s: float) -> None:
         with self._lock:
@@ -136,6 +149,7 @@ class Slowdown:
             expected_s = self._latency.costs.features_ms(batch) / 1000.0
             if expected_s > 0:
                 self._add(FEATURES, seconds, expected_s)
+                self.features_at_s = time.monotonic()
             return
         profile = self._latency.profiles.get(model_id)
         if profile is None:
@@ -143,6 +157,16 @@ class Slowdown:
         expected_ms = profile(batch)
         if expected_ms >= self._min_expected_ms:
             self._add(model_id, seconds, expected_ms / 1000.0)
+
+    def probe(self, window: np.ndarray, sample_rate_hz: float) -> None:
+        """Time feature extraction of one window here and now, as the executor would: the contention is then
+        known before the first windows (a ward that starts streaming loads the machine at once; windows come one
+        window length later), and stays current while the executor is idle."""
+        import features
+
+        start = time.perf_counter()
+        features.extract_batch([window], sample_rate_hz)
+        self.record(FEATURES, 1, time.perf_counter() - start)
 
     def snapshot(self) -> dict[str, float]:
         """Per model: measured / profiled time, divided by the contention (1 = as slow as everything else)."""
@@ -191,6 +215,7 @@ class Planner:
     _contention: float = 1.0
     _old_contention: float = 1.0
     _last_search_s: float = -math.inf
+    _searcher: SearchProcess | None = None
 
     def __post_init__(self) -> None:
         served = candidates(self.models, self.config.window_s, self.config.leads)
@@ -285,7 +310,12 @@ class Planner:
             return self.predict(members, load).p99_ms
 
         try:
-            chosen = select(self.candidate_ids, table.objective, p99, target, max_members=self.config.max_members)
+            if self.config.search_in_process:
+                if self._searcher is None:
+                    self._searcher = SearchProcess(self.candidate_ids, table, self.latency, self.config.max_members)
+                chosen = self._searcher.select(load, self._slowdown, self._contention, target)
+            else:
+                chosen = select(self.candidate_ids, table.objective, p99, target, max_members=self.config.max_members)
         except NoFeasibleEnsemble:
             cheapest = min(self.candidate_ids, key=lambda m: (p99((m,)), m))
             chosen = Selection((cheapest,), table.objective((cheapest,)), p99((cheapest,)), "cheapest", 1)
@@ -355,11 +385,9 @@ class Planner:
         if now_pred.p99_ms > self.config.budget_ms:
             reason = self._why(previous_load, load, old_slowdown, members)
             reason = f"over budget: {reason}; predicted p99 {_ms(now_pred.p99_ms)} > {self.config.budget_ms:.0f} ms"
-            cheaper = self.choose(load, now_s)
-            if cheaper is None:  # searched too recently: deadline drops cover until the next search
-                return None
-            if set(cheaper.members) == set(members):  # nothing cheaper fits either: keep it, deadlines shed
-                self.load = load
+            cheaper = self.shed(members, load)
+            if set(cheaper.members) == set(members) or not cheaper.predicted_p99_ms < now_pred.p99_ms:
+                self.load = load  # nothing faster is predicted: keep it (no flapping), deadline drops shed
                 return None
             return self._switch(cheaper, load, reason)
         best = self.choose(load, now_s)
@@ -379,6 +407,25 @@ class Planner:
         reason = (f"better ensemble fits: {reason}; validation ROC-AUC {self.current.objective:.4f} -> "
                   f"{best.objective:.4f}, held {self.config.dwell_s:g} s")
         return self._switch(best, load, reason)
+
+    def shed(self, members: Sequence[str], load: Load) -> Selection:
+        """The quickest way back under the budget, without a search: ``members`` minus their most expensive
+        ones, as few as needed for a predicted p99 within ``budget * (1 - margin)``; else the model predicted
+        fastest. A pinned plan is never shed (deadline drops are all it has)."""
+        assert self.table is not None
+        if self.config.pinned:
+            pinned = tuple(self.config.pinned)
+            return Selection(pinned, self.table.objective(pinned), self.predict(pinned, load).p99_ms, "pinned", 0)
+        target = self.config.budget_ms * (1.0 - self.config.margin)
+        kept = sorted(members, key=lambda m: (self.latency.models_ms([m], 64), m))  # cheapest first
+        while len(kept) > 1:
+            kept = kept[:-1]
+            p99 = self.predict(kept, load).p99_ms
+            if p99 <= target:
+                return Selection(tuple(kept), self.table.objective(tuple(kept)), p99, "shed", len(members))
+        p99s = {m: self.predict((m,), load).p99_ms for m in self.candidate_ids}
+        fastest = min(p99s, key=lambda m: (p99s[m], m))
+        return Selection((fastest,), self.table.objective((fastest,)), p99s[fastest], "cheapest", len(p99s))
 
     def _switch(self, selection: Selection, load: Load, reason: str) -> ServingPlan:
         self.changes += 1
@@ -400,6 +447,72 @@ class Planner:
             if abs(new - old) > 1e-9:
                 parts.append(f"{m} runs {new:.2f}x its profile (was {old:.2f}x)")
         return ", ".join(parts) or "load unchanged"
+
+
+    def close(self) -> None:
+        """Stop the search process, if one was started."""
+        if self._searcher is not None:
+            self._searcher.close()
+            self._searcher = None
+
+
+class SearchProcess:
+    """:func:`ensemble.selector.select` in a child process that holds the validation table and the latency model.
+
+    A search is seconds of pure Python (thousands of latency predictions); in the worker's process it takes the
+    GIL from the executor thread, whose windows then wait (1-s latency spikes at 64 beds, measured). In a child
+    process it costs the same CPU but no GIL. The child is spawned (not forked: the worker has threads), gets
+    the table and the model once, and dies with its parent.
+    """
+
+    def __init__(self, candidate_ids: Sequence[str], table: ValidationTable, latency: LatencyModel,
+                 max_members: int | None) -> None:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        self._pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
+                                         initializer=_init_search,
+                                         initargs=(list(candidate_ids), table, latency, max_members))
+
+    def select(self, load: Load, slowdown: Mapping[str, float], contention: float, target_ms: float) -> Selection:
+        """The search's :class:`Selection`; raises :class:`NoFeasibleEnsemble` as ``select`` does."""
+        chosen = self._pool.submit(_search, load, dict(slowdown), contention, target_ms).result()
+        if chosen is None:
+            raise NoFeasibleEnsemble(f"no candidate fits {target_ms:.0f} ms")
+        return chosen
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+_SEARCH: dict[str, object] = {}
+
+
+def _init_search(candidate_ids: list[str], table: ValidationTable, latency: LatencyModel,
+                 max_members: int | None) -> None:
+    import ctypes
+    import signal
+
+    try:  # SIGTERM when the worker dies, even by SIGKILL (Linux; elsewhere the pool's shutdown stops it)
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+    _SEARCH.update(ids=candidate_ids, table=table, latency=latency, max_members=max_members)
+
+
+def _search(load: Load, slowdown: dict[str, float], contention: float, target_ms: float) -> Selection | None:
+    table, latency = _SEARCH["table"], _SEARCH["latency"]
+    assert isinstance(table, ValidationTable) and isinstance(latency, LatencyModel)
+    model = replace(latency, slowdown=slowdown, contention=contention)
+
+    def p99(members: tuple[str, ...]) -> float:
+        return model.predict(members, load).p99_ms
+
+    try:
+        return select(_SEARCH["ids"], table.objective, p99, target_ms,  # type: ignore[arg-type]
+                      max_members=_SEARCH["max_members"])  # type: ignore[arg-type]
+    except NoFeasibleEnsemble:
+        return None
 
 
 def table_objective(table: ValidationTable | None, model_id: str) -> float:

@@ -399,8 +399,26 @@ def summarise(options: BenchOptions, expected: int, listener: ScoreListener, sam
         "cpu_seconds_by_process": sampler.cpu_by_name(),
         "peak_rss_mb": round(sampler.peak_rss_mb, 1),
         "states": listener.states,
+        "timeline": timeline(listener, options.hop_s),
         "machine": machine_description(),
     }
+
+
+def timeline(listener: ScoreListener, hop_s: float) -> list[dict[str, float]]:
+    """Latency over the run: p50/p99 of the windows ending in each hop, from the first window's end."""
+    if not listener.arrivals:
+        return []
+    ends = np.array([end for _, end in listener.arrivals])
+    ms = np.array(list(listener.arrivals.values())) * 1000.0
+    slot = np.floor((ends - ends.min()) / hop_s).astype(int)
+    out = []
+    for k in range(int(slot.max()) + 1):
+        sel = ms[slot == k]
+        if sel.size:
+            out.append({"t_s": round(k * hop_s, 1), "windows": int(sel.size),
+                        "p50_ms": round(float(np.percentile(sel, 50)), 1),
+                        "p99_ms": round(float(np.percentile(sel, 99)), 1)})
+    return out
 
 
 STAGES = ("worker", "kafka_to_api", "api", "websocket")
@@ -442,6 +460,8 @@ def format_result(r: dict[str, Any]) -> str:
         f"  throughput {r['throughput_windows_per_s']} windows/s, executor capacity "
         f"{r.get('capacity_windows_per_s')} windows/s\n"
         f"  cpu {r['cpu_seconds']} s {r.get('cpu_seconds_by_process', {})}, peak rss {r['peak_rss_mb']} MB\n"
+        f"  p99 ms by hop of window end: "
+        + " ".join(f"{t['t_s']:.0f}s:{t['p99_ms']:.0f}" for t in r.get("timeline", [])) + "\n"
         f"  machine: {r['machine']}"
     )
 

@@ -87,7 +87,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     torch.set_num_threads(1)
     zoo = load_zoo(settings.model_dir, device=device)
     log.info("models on %s (HOLMES_DEVICE=%s)", device, settings.device)
-    planner = build_planner(zoo, settings)
+    planner = build_planner(zoo, settings, search_in_process=True)  # searches never take the executor's GIL
     latency = planner.latency
     plan = planner.start(first_load(settings))
     warm_plan(plan, settings.max_batch)

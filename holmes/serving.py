@@ -44,7 +44,7 @@ def resolve_device(device: str) -> str:
 
 
 def build_planner(zoo: Sequence[ServedModel], settings: WorkerSettings, feature_ms: float | None = None,
-                  feature_fixed_ms: float = 0.0) -> Planner:
+                  feature_fixed_ms: float = 0.0, search_in_process: bool = False) -> Planner:
     """The worker's planner: latency model from the zoo's profiles, budget, window, hop and size from settings.
 
     The feature costs (``feature_fixed_ms`` per batch + ``feature_ms`` per window) are timed here, as at worker
@@ -62,6 +62,7 @@ def build_planner(zoo: Sequence[ServedModel], settings: WorkerSettings, feature_
         budget_ms=settings.budget_ms, window_s=settings.window_s, hop_s=settings.hop_s,
         max_members=settings.max_members, contention=settings.cpu_contention,
         pinned=tuple(m.strip() for m in settings.ensemble.split(",") if m.strip()),
+        search_in_process=search_in_process,
     ))
 
 

@@ -36,7 +36,7 @@ class WorkerSettings(CommonSettings):
 
     window_s: float = Field(default=10.0, description="prediction window length; 10 and 30 are supported")
     sample_rate_hz: float = 250.0
-    fetch_max_wait_ms: int = Field(default=10, ge=0, le=1500)
+    fetch_max_wait_ms: int = Field(default=50, ge=0, le=1500)
     max_reorder_chunks: int = Field(default=2, ge=0, le=16)
     max_beds: int = Field(default=10_000, ge=1, description="most beds one worker tracks; more are dead-lettered")
     bed_evict_s: float = Field(default=900.0, gt=0, description="a bed silent this long is forgotten")
@@ -72,7 +72,7 @@ class ApiSettings(CommonSettings):
     database_url: str = Field(default="", description="SQLAlchemy URL; unset = SQLite in state_dir")
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8000, ge=0, le=65535)
-    api_fetch_max_wait_ms: int = Field(default=10, ge=1, le=1500)
+    api_fetch_max_wait_ms: int = Field(default=50, ge=1, le=1500)
     env: Literal["dev", "production"] = Field(
         default="dev", description="production: HOLMES_ADMIN_TOKEN required, reads need a token"
     )

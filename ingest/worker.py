@@ -53,7 +53,7 @@ from typing import Any, Literal
 import numpy as np
 
 from ensemble.executor import BatchExecutor, QueueFull
-from ensemble.latency import Load
+from ensemble.latency import Load, ecg_like_window
 from ensemble.planner import Planner, Slowdown
 from ensemble.scoring import ServingPlan, Verdict, WindowScorer
 from ingest.codec import MAX_MESSAGE_BYTES, decode_chunk, encode_plan, encode_score
@@ -80,7 +80,7 @@ class WorkerConfig:
     hop_s: float = 5.0
     sample_rate_hz: float = 250.0
     max_reorder_chunks: int = 2
-    fetch_max_wait_ms: int = 10
+    fetch_max_wait_ms: int = 50
     max_batch: int = 256
     max_queue: int = 20_000
     stats_interval_s: float = 10.0
@@ -143,6 +143,11 @@ class LoadTracker:
         self._tick_count = 0
         self._tick_first_s = 0.0
         self._tick_last_s = 0.0
+
+    def chunk(self, bed_id: str, now_s: float) -> None:
+        """A chunk of ``bed_id`` arrived: the bed counts from its first chunk, a window length before its first
+        window, so the planner can shed for a ward that starts streaming before its windows queue up."""
+        self._last[bed_id] = now_s
 
     def window(self, bed_id: str, end_s: float, now_s: float) -> None:
         self._last[bed_id] = now_s
@@ -593,6 +598,7 @@ def build_app(config: WorkerConfig, scorer: WindowScorer, planner: Planner | Non
     app.holmes_ledger = ledger  # type: ignore[attr-defined]
     deadlines = config.exec_mode != "offline"
     slowdown = Slowdown(planner.latency) if planner is not None else None
+    probe_window = ecg_like_window(config.window_s, 2, config.sample_rate_hz)
     if slowdown is not None:
         scorer.on_timing = slowdown.record
     plan_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="holmes-plan")
@@ -746,6 +752,7 @@ def build_app(config: WorkerConfig, scorer: WindowScorer, planner: Planner | Non
                 hold = ledger.chunk(message.partition, message.offset, chunk.bed_id,
                                     chunk.t0_s + chunk.n_samples / chunk.sample_rate_hz, chunk.duration_s,
                                     time.monotonic())
+            tracker.chunk(chunk.bed_id, time.time())
             if outcome is ChunkOutcome.RESET:
                 log.info("bed %s changed leads or chunk length; its buffer restarted", chunk.bed_id)
                 if hold is not None:
@@ -820,14 +827,16 @@ def build_app(config: WorkerConfig, scorer: WindowScorer, planner: Planner | Non
     async def replan() -> None:
         if planner is None or config.exec_mode != "batched" or replanning["busy"]:
             return
-        load = tracker.load(time.time())
-        if load.beds == 0:
-            return
         replanning["busy"] = True
         try:
             previous = scorer.plan
             loop = asyncio.get_running_loop()
             assert slowdown is not None
+            if time.monotonic() - slowdown.features_at_s > 2.0:  # the executor is idle: keep the contention current
+                await loop.run_in_executor(plan_pool, slowdown.probe, probe_window, config.sample_rate_hz)
+            load = tracker.load(time.time())
+            if load.beds == 0:
+                return
             plan = await loop.run_in_executor(plan_pool, planner.observe, time.time(), load, slowdown.snapshot(),
                                               slowdown.contention(), measured_p99_ms())
         except Exception:
@@ -903,6 +912,8 @@ def build_app(config: WorkerConfig, scorer: WindowScorer, planner: Planner | Non
         except Exception:
             log.exception("final commit failed; a restart re-reads a little more")
         plan_pool.shutdown(wait=False)
+        if planner is not None:
+            planner.close()
 
     app.on_before_shutdown.connect(stop_executor)
     return app

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from ensemble.errors import EnsembleError
-from ensemble.latency import Costs, LatencyModel, Load
+from ensemble.latency import Costs, LatencyModel, Load, ecg_like_window, measure_feature_costs
 from ensemble.planner import Planner, PlannerConfig, Slowdown
 from models.zoo import ServedModel, load_zoo
 
@@ -87,6 +89,17 @@ def test_slowdown_ignores_calls_too_small_to_measure(zoo: list[ServedModel]) -> 
     assert "rr-af@1" not in ratios
 
 
+def test_a_probe_measures_the_contention_while_the_executor_is_idle(zoo: list[ServedModel]) -> None:
+    fixed_ms, per_window_ms = measure_feature_costs(batch=8, repeats=4)
+    latency = LatencyModel.from_models(zoo, Costs(feature_ms=per_window_ms, feature_fixed_ms=fixed_ms))
+    slowdown = Slowdown(latency, alpha=0.5)
+    assert slowdown.contention() == 1.0 and slowdown.features_at_s == -math.inf
+    for _ in range(5):
+        slowdown.probe(ecg_like_window(), 250.0)
+    assert math.isfinite(slowdown.features_at_s)
+    assert 1.0 <= slowdown.contention() < 20.0  # the machine running this test, give or take
+
+
 def test_a_small_gain_is_not_worth_a_change(zoo: list[ServedModel]) -> None:
     latency = LatencyModel.from_models(zoo, Costs(feature_ms=1.0))
     planner = Planner(zoo, latency, PlannerConfig(budget_ms=BUDGET_MS, dwell_s=0.0, min_gain=0.05))
@@ -130,10 +143,31 @@ def test_a_pinned_ensemble_is_served_whatever_the_load(zoo: list[ServedModel]) -
         Planner(zoo, latency, PlannerConfig(pinned=("nope@1",)))
 
 
-def test_new_searches_are_rate_limited(planner: Planner) -> None:
-    planner.start(spread(64))
-    assert planner.observe(1.0, spread(128)) is not None  # over budget: searched and switched
+def test_over_budget_sheds_at_once_without_a_search_and_searches_are_rate_limited(planner: Planner) -> None:
+    start = planner.start(spread(64))
     searches = len(planner._cache)
-    assert planner.observe(2.0, spread(256)) is None  # a new load within search_interval_s: not now
-    assert len(planner._cache) == searches
-    assert planner.observe(1.0 + planner.config.search_interval_s, spread(256)) is not None
+    shed = planner.observe(1.0, spread(128))
+    assert shed is not None and len(planner._cache) == searches  # shed without searching
+    assert set(shed.member_ids) < set(start.member_ids)  # its own members, the most expensive dropped
+    assert shed.predicted_p99_ms <= BUDGET_MS * (1 - planner.config.margin)
+    dropped = set(start.member_ids) - set(shed.member_ids)
+    cost = planner.latency.models_ms
+    assert min(cost([m], 64) for m in dropped) >= max(cost([m], 64) for m in shed.member_ids)
+    # the search for the best ensemble at the new load follows as an upgrade, at most one per search_interval_s
+    planner.observe(2.0, spread(128))
+    assert len(planner._cache) == searches + 1
+    planner.observe(3.0, spread(120))  # another load within search_interval_s: not now
+    assert len(planner._cache) == searches + 1
+    planner.observe(2.0 + planner.config.search_interval_s, spread(120))
+    assert len(planner._cache) == searches + 2
+
+def test_a_search_in_a_child_process_chooses_what_the_search_in_process_does(zoo: list[ServedModel]) -> None:
+    latency = LatencyModel.from_models(zoo, Costs(feature_ms=1.0))
+    here = Planner(zoo, latency, PlannerConfig(budget_ms=BUDGET_MS))
+    there = Planner(zoo, latency, PlannerConfig(budget_ms=BUDGET_MS, search_in_process=True), table=here.table)
+    try:
+        for beds in (16, 64, 256):
+            assert there.choose(spread(beds)) == here.choose(spread(beds))
+        assert there._searcher is not None
+    finally:
+        there.close()

@@ -99,6 +99,14 @@ def test_load_tracker_counts_live_beds_and_how_aligned_they_are() -> None:
     assert tracker.load(now + 30.0).beds == 0  # nobody sent for two hops
 
 
+def test_beds_count_from_their_first_chunk_before_any_window() -> None:
+    tracker = LoadTracker(hop_s=5.0)
+    for bed in range(300):
+        tracker.chunk(f"bed-{bed}", now_s=1000.0 + bed / 300)
+    load = tracker.load(1001.0)
+    assert load.beds == 300 and load.phases == 5  # no window yet: assumed spread over the hop
+
+
 def test_score_records_carry_the_plan_provenance() -> None:
     from ensemble.combine import Combiner
     from ensemble.scoring import ServingPlan
