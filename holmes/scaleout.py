@@ -7,7 +7,8 @@ scores topic until every expected window has a score. Throughput is windows scor
 first chunk produced to the last score. The two runs serve the same ensemble: the first plan is made for N
 beds (``HOLMES_PLAN_BEDS``), re-planning waits ``HOLMES_REPLAN_INTERVAL_S`` (60 s), and the windows' clock
 starts an hour ahead so that no deadline passes while the backlog drains (a late window would skip models
-and make the comparison unfair). The API is not started: it would compete for the same cores; losses are
+and make the comparison unfair); the workers accept time stamps up to two hours ahead for it
+(``HOLMES_MAX_FUTURE_S``). The API is not started: it would compete for the same cores; losses are
 counted on the scores topic, by ``(bed_id, window_end_s)``, the key the API stores scores under.
 """
 
@@ -135,7 +136,7 @@ def run_once(settings: Settings, options: ScaleoutOptions, workers: int) -> dict
     })
     env = {"HOLMES_TOPIC_PREFIX": prefix, "HOLMES_HOP_S": str(options.hop_s), "HOLMES_WINDOW_S": str(options.window_s),
            "HOLMES_WAVEFORM_PARTITIONS": str(options.partitions), "HOLMES_LOG_LEVEL": "warning",
-           "HOLMES_PLAN_BEDS": str(options.beds), "HOLMES_REPLAN_INTERVAL_S": "60"}
+           "HOLMES_PLAN_BEDS": str(options.beds), "HOLMES_REPLAN_INTERVAL_S": "60", "HOLMES_MAX_FUTURE_S": "7200"}
     per_bed = windows_expected(options.duration_s, options.window_s, options.hop_s)
     expected = options.beds * per_bed
     names = ["worker" if i == 0 else f"worker-{i + 1}" for i in range(workers)]

@@ -400,8 +400,9 @@ def test_broker_restart_loses_its_log_but_worker_and_api_resume_on_new_data(tmp_
         stack.start_broker(port=port)
         ensure_topics(stack.bootstrap, stack.settings.topics().all())
         restarted_at = time.monotonic()
+        # a new stream clock two minutes on: new window keys, and within the worker's HOLMES_MAX_FUTURE_S
         second = Stream(stack, data_dir, beds=3, duration_s=30.0, speed=5.0,
-                        start_time_s=first.start_time_s + 3600.0).start()
+                        start_time_s=first.start_time_s + 120.0).start()
         second.join()
         rows = wait_stored(sqlite_url, first.expected() | second.expected(), timeout_s=60)
         resumed_s = time.monotonic() - restarted_at
