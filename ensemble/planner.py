@@ -29,6 +29,7 @@ import math
 import threading
 import time
 from collections.abc import Mapping, Sequence
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, overload
 
@@ -310,11 +311,17 @@ class Planner:
             return self.predict(members, load).p99_ms
 
         try:
+            chosen = None
             if self.config.search_in_process:
-                if self._searcher is None:
-                    self._searcher = SearchProcess(self.candidate_ids, table, self.latency, self.config.max_members)
-                chosen = self._searcher.select(load, self._slowdown, self._contention, target)
-            else:
+                try:
+                    if self._searcher is None:
+                        self._searcher = SearchProcess(self.candidate_ids, table, self.latency,
+                                                       self.config.max_members)
+                    chosen = self._searcher.select(load, self._slowdown, self._contention, target)
+                except (BrokenProcessPool, OSError) as exc:  # searched here this time, a new process next time
+                    log.warning("the search process failed (%s); searching in this process", exc)
+                    self.close()
+            if chosen is None:
                 chosen = select(self.candidate_ids, table.objective, p99, target, max_members=self.config.max_members)
         except NoFeasibleEnsemble:
             cheapest = min(self.candidate_ids, key=lambda m: (p99((m,)), m))

@@ -171,3 +171,19 @@ def test_a_search_in_a_child_process_chooses_what_the_search_in_process_does(zoo
         assert there._searcher is not None
     finally:
         there.close()
+
+
+def test_a_dead_search_process_is_replaced_and_the_search_done_here(zoo: list[ServedModel]) -> None:
+    latency = LatencyModel.from_models(zoo, Costs(feature_ms=1.0))
+    here = Planner(zoo, latency, PlannerConfig(budget_ms=BUDGET_MS))
+    there = Planner(zoo, latency, PlannerConfig(budget_ms=BUDGET_MS, search_in_process=True), table=here.table)
+    try:
+        assert there.choose(spread(16)) == here.choose(spread(16))
+        assert there._searcher is not None
+        for process in list(there._searcher._pool._processes.values()):
+            process.kill()
+            process.join()
+        assert there.choose(spread(64)) == here.choose(spread(64))  # found anyway
+        assert there._searcher is None  # a new process for the next search
+    finally:
+        there.close()
