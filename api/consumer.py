@@ -88,6 +88,15 @@ class _Backoff:
         self.delay_s = min(self.delay_s * 2, self.max_s)
 
 
+async def _cancel(task: asyncio.Task[None] | None) -> None:
+    """Cancel a consumer's task and wait until it has run its clean-up."""
+    if task is None:
+        return
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
 class TopicTail:
     """Reads one topic from its start without a consumer group, hands every record once to :meth:`on_records`,
     and reconnects with backoff (the dead-letter and plan monitors).
@@ -123,11 +132,7 @@ class TopicTail:
 
     async def stop(self) -> None:
         task, self._task = self._task, None
-        if task is None:
-            return
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await _cancel(task)
 
     async def _run(self) -> None:
         backoff = _Backoff(self.backoff_max_s)
@@ -274,11 +279,7 @@ class ScoreConsumer:
     async def stop(self) -> None:
         """Stop consuming; queued writes get ``DRAIN_TIMEOUT_S`` to finish and commit."""
         task, self._task = self._task, None
-        if task is None:
-            return
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await _cancel(task)
 
     async def _connect(self, bootstrap: str) -> AIOKafkaConsumer:
         backoff = _Backoff(self.config.connect_backoff_max_s)

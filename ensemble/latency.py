@@ -222,13 +222,9 @@ class LatencyModel:
         except KeyError as exc:
             raise EnsembleError(f"no latency profile for {exc.args[0]}") from exc
 
-    def batch_ms(self, members: Sequence[str], batch: int) -> float:
-        """Executor time of one batch: features for every window, every member, the fixed overhead."""
-        c = self.costs
-        return self.contention * (c.batch_overhead_ms + c.features_ms(batch)) + self.models_ms(members, batch)
-
     def batch_costs(self, members: Sequence[str]) -> list[float]:
-        """:meth:`batch_ms` for every batch size ``0..max_batch`` at once (index = batch size)."""
+        """Executor time of one batch of every size ``0..max_batch`` (index = batch size): features for every
+        window, every member, the fixed overhead."""
         c = self.costs
         n = c.max_batch
         models = np.zeros(n + 1)
@@ -244,12 +240,12 @@ class LatencyModel:
     def predict(self, members: Sequence[str], load: Load) -> LatencyPrediction:
         """Predicted latency distribution of ``members`` at ``load`` (see the module docstring)."""
         c = self.costs
+        cost = self.batch_costs(members)
         if load.beds == 0:
-            base = c.transport_ms + self.batch_ms(members, 1) + c.deliver_ms * self.contention
+            base = c.transport_ms + cost[1] + c.deliver_ms * self.contention
             return LatencyPrediction(base, base, base, 0.0, 0.0, True)
         tick_ms = load.chunk_s * 1000.0
         per_hop = load.ticks_per_hop
-        cost = self.batch_costs(members)
         busy_per_hop = sum(self._busy_for(cost, load.due(t)) for t in range(per_hop))
         utilisation = busy_per_hop / (per_hop * tick_ms)
         if utilisation >= 1.0:

@@ -332,7 +332,7 @@ class Planner:
     def build(self, selection: Selection, load: Load, reason: str) -> ServingPlan:
         """The serving plan of a selection: members cheapest first (the first always runs), its combiner."""
         assert self.table is not None
-        order = sorted(selection.members, key=lambda m: (self.latency.models_ms([m], 64), m))
+        order = self._cheapest_first(selection.members)
         members = tuple(self._by_id[m] for m in order)
         prediction = self.predict(order, load)
         fallback = ()
@@ -421,10 +421,9 @@ class Planner:
         fastest. A pinned plan is never shed (deadline drops are all it has)."""
         assert self.table is not None
         if self.config.pinned:
-            pinned = tuple(self.config.pinned)
-            return Selection(pinned, self.table.objective(pinned), self.predict(pinned, load).p99_ms, "pinned", 0)
+            return self.choose(load)  # the pinned selection, never searched
         target = self.config.budget_ms * (1.0 - self.config.margin)
-        kept = sorted(members, key=lambda m: (self.latency.models_ms([m], 64), m))  # cheapest first
+        kept = self._cheapest_first(members)
         while len(kept) > 1:
             kept = kept[:-1]
             p99 = self.predict(kept, load).p99_ms
@@ -433,6 +432,10 @@ class Planner:
         p99s = {m: self.predict((m,), load).p99_ms for m in self.candidate_ids}
         fastest = min(p99s, key=lambda m: (p99s[m], m))
         return Selection((fastest,), self.table.objective((fastest,)), p99s[fastest], "cheapest", len(p99s))
+
+    def _cheapest_first(self, members: Sequence[str]) -> list[str]:
+        """``members`` by their cost at batch 64 (the plan's execution order, and the order shedding keeps)."""
+        return sorted(members, key=lambda m: (self.latency.models_ms([m], 64), m))
 
     def _switch(self, selection: Selection, load: Load, reason: str) -> ServingPlan:
         self.changes += 1

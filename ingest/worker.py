@@ -752,14 +752,14 @@ def build_app(config: WorkerConfig, scorer: WindowScorer, planner: Planner | Non
                 hold = ledger.chunk(message.partition, message.offset, chunk.bed_id,
                                     chunk.t0_s + chunk.n_samples / chunk.sample_rate_hz, chunk.duration_s,
                                     time.monotonic())
-            tracker.chunk(chunk.bed_id, time.time())
+            now = time.time()
+            tracker.chunk(chunk.bed_id, now)
             if outcome is ChunkOutcome.RESET:
                 log.info("bed %s changed leads or chunk length; its buffer restarted", chunk.bed_id)
                 if hold is not None:
                     ledger.reset(hold)
             if windows:
                 tracker.chunk_s = chunk.duration_s
-                now = time.time()
             for window in windows:
                 counters.windows += 1
                 tracker.window(window.bed_id, window.end_s, now)
