@@ -10,11 +10,16 @@ What is modelled is what the worker does (``ingest.worker`` + :class:`ensemble.e
   ``feature_ms`` per window), then every member once on the whole batch (the member's measured profile
   ``ms(batch)``, interpolated between profiled batch sizes), plus a fixed ``batch_overhead_ms``;
 * the event loop then publishes the batch's scores one by one (``deliver_ms`` each);
-* a fixed ``transport_ms`` covers what does not depend on the load: the chunk's trip through the broker to
-  the worker, the score's trip to the API and on to the WebSocket client.
+* the rest of the trip is the :class:`Transport`, outside the executor and independent of the ensemble:
+  **upstream**, from the acquisition of a window's last sample to the window queued for the executor (the
+  source's send slot, the broker, the worker's fetch wait, decoding), which the worker measures on every
+  window and hands over as quantiles; **downstream**, from publication to the dashboard, a fixed part plus
+  the API consumer's fetch wait (uniform: a score waits for the fetch in flight to return).
 
 A window's latency is counted from the acquisition of its last sample (the tick time) to its score at the
-dashboard, as ``holmes bench`` measures it. Beds' windows fall due ``phases`` ticks apart per hop
+dashboard, as ``holmes bench`` measures it: the executor's part (queued to published, replayed below) and the
+transport's are independent, so their distributions are added (a convolution of quantile grids).
+Beds' windows fall due ``phases`` ticks apart per hop
 (1 = every bed at the same tick, the worst case; ``hop_s / chunk_s`` = spread evenly, as monitors that were
 switched on at different moments are). Ticks are simulated batch by batch (not window by window), for
 ``2 * (hop_s / chunk_s)`` ticks so a backlog that one tick leaves to the next is counted; a load the
@@ -29,6 +34,7 @@ batch (:func:`measure_feature_costs`), and the worker keeps comparing measured b
 from __future__ import annotations
 
 import bisect
+import functools
 import math
 import time
 from collections.abc import Mapping, Sequence
@@ -38,7 +44,7 @@ import numpy as np
 
 from ensemble.errors import EnsembleError
 
-__all__ = ["BatchProfile", "Costs", "LatencyModel", "LatencyPrediction", "Load", "ecg_like_window",
+__all__ = ["BatchProfile", "Costs", "LatencyModel", "LatencyPrediction", "Load", "Transport", "ecg_like_window",
            "measure_feature_costs", "measure_feature_ms"]
 
 
@@ -60,6 +66,10 @@ class Load:
     spread_s : float
         Seconds over which one tick's windows reach the worker because the beds' clocks are not in step
         within the tick (0 = all chunks sent at the tick; ``chunk_s`` = spread over the whole tick).
+    bunch_s : float
+        Within that spread, windows reach the worker in bunches this many seconds apart (0 = one by one): a
+        gateway forwards its monitors' chunks in send slots, a fetch returns what the broker holds. A bunch is
+        decoded in one go and the executor takes it as one batch.
     """
 
     beds: int
@@ -67,9 +77,11 @@ class Load:
     chunk_s: float = 1.0
     phases: int = 1
     spread_s: float = 0.0
+    bunch_s: float = 0.0
 
     def __post_init__(self) -> None:
-        if self.beds < 0 or self.hop_s <= 0 or self.chunk_s <= 0 or self.phases < 1 or not self.spread_s >= 0:
+        if self.beds < 0 or self.hop_s <= 0 or self.chunk_s <= 0 or self.phases < 1 or not self.spread_s >= 0 or (
+                not self.bunch_s >= 0):
             raise EnsembleError(f"invalid load {self}")
 
     @property
@@ -97,7 +109,6 @@ class Costs:
     chunk_ms: float = 0.12
     deliver_ms: float = 0.08
     batch_overhead_ms: float = 0.3
-    transport_ms: float = 45.0
     max_batch: int = 256
     #: the part of a batch's feature extraction that does not grow with its size (stacked array work)
     feature_fixed_ms: float = 0.0
@@ -107,10 +118,73 @@ class Costs:
         return self.feature_fixed_ms + batch * self.feature_ms
 
     def __post_init__(self) -> None:
-        values = (self.feature_ms, self.chunk_ms, self.deliver_ms, self.batch_overhead_ms, self.transport_ms,
-                  self.feature_fixed_ms)
+        values = (self.feature_ms, self.chunk_ms, self.deliver_ms, self.batch_overhead_ms, self.feature_fixed_ms)
         if not all(math.isfinite(v) and v >= 0 for v in values) or self.max_batch < 1:
             raise EnsembleError(f"invalid costs {self}")
+
+
+@dataclass(frozen=True, slots=True)
+class Transport:
+    """A window's time outside the executor, ms (see the module docstring).
+
+    Attributes
+    ----------
+    upstream_ms : tuple of float
+        Equal-probability quantiles (ascending) of the time from the acquisition of a window's last sample to
+        the window queued for the executor, as the worker measures it (:meth:`measured`); one value = fixed.
+    downstream_ms : float
+        Fixed part of the trip from publication to the dashboard (broker, API, WebSocket).
+    downstream_wait_ms : float
+        Plus a uniform 0..this: the wait for the API consumer's fetch in flight (half of
+        ``HOLMES_API_FETCH_MAX_WAIT_MS`` with the embedded broker, see ``holmes.serving.build_planner``).
+    """
+
+    upstream_ms: tuple[float, ...] = (40.0,)
+    downstream_ms: float = 5.0
+    downstream_wait_ms: float = 0.0
+
+    def __post_init__(self) -> None:
+        values = (*self.upstream_ms, self.downstream_ms, self.downstream_wait_ms)
+        if not self.upstream_ms or not all(math.isfinite(v) and v >= 0 for v in values) or list(
+                self.upstream_ms) != sorted(self.upstream_ms):
+            raise EnsembleError(f"invalid transport {self}")
+
+    @classmethod
+    def measured(cls, samples_ms: Sequence[float], downstream_ms: float = 5.0, downstream_wait_ms: float = 0.0,
+                 levels: int = 32, step_ms: float = 1.0) -> Transport:
+        """From measured upstream times: ``levels`` mid-point quantiles, rounded to ``step_ms`` (so that
+        loads measured a moment apart plan the same)."""
+        if len(samples_ms) == 0:
+            raise EnsembleError("no upstream times measured")
+        q = np.quantile(np.maximum(np.asarray(samples_ms, dtype=float), 0.0), (np.arange(levels) + 0.5) / levels)
+        return cls(tuple(float(v) for v in np.round(q / step_ms) * step_ms), downstream_ms, downstream_wait_ms)
+
+    @property
+    def downstream_mean_ms(self) -> float:
+        return self.downstream_ms + self.downstream_wait_ms / 2
+
+    def quantiles(self) -> np.ndarray:
+        """:data:`_LEVELS` equal-probability quantiles of upstream + downstream (read-only)."""
+        return _transport_quantiles(self)
+
+
+#: quantile grid of the convolutions (equal-probability mid-points): fine enough for a p99, cheap enough
+#: for the thousands of predictions of one search
+_LEVELS = 64
+
+
+@functools.lru_cache(maxsize=256)
+def _transport_quantiles(transport: Transport) -> np.ndarray:
+    up = np.asarray(transport.upstream_ms, dtype=float)
+    down = transport.downstream_ms + transport.downstream_wait_ms * (np.arange(16) + 0.5) / 16
+    out = _grid((up[:, None] + down[None, :]).ravel())
+    out.setflags(write=False)
+    return out
+
+
+def _grid(values: np.ndarray, levels: int = _LEVELS) -> np.ndarray:
+    """``levels`` equal-probability mid-point quantiles of ``values``."""
+    return np.quantile(values, (np.arange(levels) + 0.5) / levels)
 
 
 class BatchProfile:
@@ -193,12 +267,15 @@ class LatencyModel:
         Measured / profiled time of all CPU work in the worker (features, models, decoding, publishing):
         the profiles were measured on an idle machine; the worker shares its cores with the broker, the API
         and the simulator. The worker measures it on feature extraction (:class:`ensemble.planner.Slowdown`).
+    transport : Transport
+        The time outside the executor, upstream (measured by the worker) and downstream.
     """
 
     profiles: dict[str, BatchProfile]
     costs: Costs = field(default_factory=Costs)
     slowdown: dict[str, float] = field(default_factory=dict)
     contention: float = 1.0
+    transport: Transport = field(default_factory=Transport)
 
     @classmethod
     def from_models(cls, models: Sequence[object], costs: Costs | None = None) -> LatencyModel:
@@ -213,7 +290,8 @@ class LatencyModel:
         return cls(profiles, costs or Costs())
 
     def with_costs(self, **changes: float) -> LatencyModel:
-        return LatencyModel(self.profiles, replace(self.costs, **changes), dict(self.slowdown), self.contention)
+        return LatencyModel(self.profiles, replace(self.costs, **changes), dict(self.slowdown), self.contention,
+                            self.transport)
 
     def models_ms(self, members: Sequence[str], batch: int) -> float:
         """Inference time of one batch through every member, ms."""
@@ -242,18 +320,21 @@ class LatencyModel:
         c = self.costs
         cost = self.batch_costs(members)
         if load.beds == 0:
-            base = c.transport_ms + cost[1] + c.deliver_ms * self.contention
-            return LatencyPrediction(base, base, base, 0.0, 0.0, True)
+            return self._with_transport(np.array([cost[1] + c.deliver_ms * self.contention]), 0.0, 0.0)
         tick_ms = load.chunk_s * 1000.0
         per_hop = load.ticks_per_hop
         busy_per_hop = sum(self._busy_for(cost, load.due(t)) for t in range(per_hop))
         utilisation = busy_per_hop / (per_hop * tick_ms)
         if utilisation >= 1.0:
             return replace(_UNSTABLE, utilisation=utilisation)
-        # A window's latency counts from its own acquisition. Beds whose clocks are spread over the tick are
-        # acquired spread_ms apart and their chunks decoded as they come; chunks sent together queue on the
-        # event loop, which decodes every bed's chunk of the tick (decode_ms) before the last window is in.
+        # When the windows reach the executor: beds whose clocks are spread over the tick are acquired
+        # spread_ms apart and their chunks decoded as they come; chunks sent together queue on the event loop,
+        # which decodes every bed's chunk of the tick (decode_ms) before the last window is in. The time from
+        # acquisition to the queue is the transport's upstream part (measured); what is replayed here is the
+        # executor's part, queued -> published, whose batching depends on how the arrivals bunch.
         spread_ms = min(load.spread_s, load.chunk_s) * 1000.0
+        bunch_ms = min(load.bunch_s * 1000.0, spread_ms)
+        bunch_decode_ms = load.beds * bunch_ms / spread_ms * c.chunk_ms * self.contention if bunch_ms > 0 else 0.0
         decode_ms = load.beds * c.chunk_ms * self.contention
         deliver_ms = c.deliver_ms * self.contention
         free_at = 0.0
@@ -264,8 +345,15 @@ class LatencyModel:
             if n == 0:
                 continue
             frac = np.arange(1, n + 1) / n
-            acquired = tick * tick_ms + spread_ms * frac
-            arrivals = (acquired + max(decode_ms - spread_ms, 0.0) * frac + c.chunk_ms * self.contention).tolist()
+            if bunch_ms > 0:  # each bunch in at once, once every chunk of it (not only those ending a window)
+                # is decoded: the loop works through a fetch before the executor's task runs
+                slot = np.ceil(spread_ms * frac / bunch_ms - 1e-9)
+                _, first, size = np.unique(slot, return_index=True, return_counts=True)
+                arrival = tick * tick_ms + np.repeat(slot[first] * bunch_ms, size) + bunch_decode_ms
+            else:
+                arrival = (tick * tick_ms + spread_ms * frac + max(decode_ms - spread_ms, 0.0) * frac
+                           + c.chunk_ms * self.contention)
+            arrivals = arrival.tolist()
             # the greedy executor, batch by batch, in plain floats (a search predicts thousands of subsets)
             firsts: list[int] = []
             dones: list[float] = []
@@ -280,17 +368,27 @@ class LatencyModel:
                 i += b
             sizes = np.diff(np.append(firsts, n))
             rank = np.arange(1, n + 1) - np.repeat(firsts, sizes)  # 1..b within each batch
-            latencies.append(np.repeat(dones, sizes) + deliver_ms * rank - acquired)
+            latencies.append(np.repeat(dones, sizes) + deliver_ms * rank - arrival)
             batches += len(firsts)
-        lat = np.concatenate(latencies) + c.transport_ms if latencies else np.array([c.transport_ms])
+        lat = np.concatenate(latencies)
         # the second hop is the steady state (a backlog from the first one is counted in it)
         second = lat[len(lat) // 2:] if len(lat) > 1 else lat
+        return self._with_transport(second, utilisation, batches / (2 * per_hop))
+
+    def _with_transport(self, executor_ms: np.ndarray, utilisation: float, batches_per_tick: float
+                        ) -> LatencyPrediction:
+        """The prediction from the executor's part (queued -> published) of each window plus the transport."""
+        t = self.transport
+        if len(t.upstream_ms) == 1 and t.downstream_wait_ms == 0:  # a fixed transport: exact, and quick
+            total = executor_ms + (t.upstream_ms[0] + t.downstream_ms)
+        else:
+            total = (_grid(executor_ms)[:, None] + t.quantiles()[None, :]).ravel()
         return LatencyPrediction(
-            p50_ms=float(np.percentile(second, 50)),
-            p99_ms=float(np.percentile(second, 99)),
-            max_ms=float(second.max()),
+            p50_ms=float(np.percentile(total, 50)),
+            p99_ms=float(np.percentile(total, 99)),
+            max_ms=float(executor_ms.max() + t.upstream_ms[-1] + t.downstream_ms + t.downstream_wait_ms),
             utilisation=utilisation,
-            batches_per_tick=batches / (2 * per_hop),
+            batches_per_tick=batches_per_tick,
             stable=True,
         )
 

@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, overload
 import numpy as np
 
 from ensemble.errors import EnsembleError
-from ensemble.latency import LatencyModel, LatencyPrediction, Load
+from ensemble.latency import LatencyModel, LatencyPrediction, Load, Transport
 from ensemble.scoring import FEATURES, ServingPlan
 from ensemble.selector import NoFeasibleEnsemble, Selection, ValidationTable, candidates, select
 
@@ -215,6 +215,9 @@ class Planner:
     _slowdown: dict[str, float] = field(default_factory=dict)
     _contention: float = 1.0
     _old_contention: float = 1.0
+    _transport: Transport = field(default_factory=Transport)
+    _chunk_ms: float | None = None
+    _old_upstream: tuple[float, float] = (0.0, 0.0)
     _last_search_s: float = -math.inf
     _searcher: SearchProcess | None = None
 
@@ -227,6 +230,8 @@ class Planner:
         if unknown:
             raise EnsembleError(f"pinned models {unknown} are not candidates for this stream: {sorted(self._by_id)}")
         self._contention = self._old_contention = self.config.contention
+        self._transport = self.latency.transport
+        self._old_upstream = self._upstream_figures(self._transport)
         if self.table is None:
             self.table = ValidationTable.from_models(served, window_s=self.config.window_s)
 
@@ -247,28 +252,42 @@ class Planner:
         return {m: r for m, r in out.items() if r > 1.0}
 
     @staticmethod
+    def _upstream_figures(transport: Transport) -> tuple[float, float]:
+        """Median and top of the upstream time (ms, at least 1): what decides whether a new measure is taken."""
+        up = transport.upstream_ms
+        return max(1.0, up[len(up) // 2]), max(1.0, up[-1])
+
+    @staticmethod
     def planning_load(load: Load) -> Load:
         """``load`` with its beds rounded up to a grid 6-12 % apart (64, 68, 72, ..., 992, 1024, ...), so beds
         trickling in and out do not each run a new search; planning for a few beds more is the safe side."""
         spread_s = math.floor(load.spread_s * 4) / 4  # quarter seconds, rounded down: less spread is worse
+        bunch_s = min(spread_s, round(load.bunch_s * 40) / 40)  # 25 ms
         if load.beds <= 16:
-            return replace(load, spread_s=spread_s)
+            return replace(load, spread_s=spread_s, bunch_s=bunch_s)
         grid = 2 ** (load.beds.bit_length() - 5)
-        return replace(load, beds=-(-load.beds // grid) * grid, spread_s=spread_s)
+        return replace(load, beds=-(-load.beds // grid) * grid, spread_s=spread_s, bunch_s=bunch_s)
+
+    def model(self) -> LatencyModel:
+        """The latency model with what was observed so far: slowdowns, contention, transport, chunk cost."""
+        costs = self.latency.costs if self._chunk_ms is None else replace(self.latency.costs, chunk_ms=self._chunk_ms)
+        return replace(self.latency, costs=costs, slowdown=self._slowdown, contention=self._contention,
+                       transport=self._transport)
 
     def predict(self, members: Sequence[str], load: Load) -> LatencyPrediction:
         """Predicted latency of ``members`` at ``load`` with the slowdowns observed so far."""
-        model = replace(self.latency, slowdown=self._slowdown, contention=self._contention)
-        return model.predict(members, load)
+        return self.model().predict(members, load)
 
     def fit_contention(self, members: Sequence[str], load: Load, measured_p99_ms: float) -> float:
         """The contention at which the model predicts the measured p99 of ``members`` (never below the one in
-        use; bisection in log space up to 20x). The worker measures up to publication, so the model's share
-        of the transport after it is added."""
-        target = measured_p99_ms + self.latency.costs.transport_ms / 2
+        use; bisection in log space up to 20x). The worker measures up to publication, so the mean of the
+        downstream transport is added."""
+        target = measured_p99_ms + self._transport.downstream_mean_ms
+
+        model = self.model()
 
         def p99(contention: float) -> float:
-            return replace(self.latency, slowdown=self._slowdown, contention=contention).predict(members, load).p99_ms
+            return replace(model, contention=contention).predict(members, load).p99_ms
 
         lo, hi = self._contention, 20.0
         if p99(lo) >= target:
@@ -290,7 +309,7 @@ class Planner:
         """The best ensemble whose predicted p99 at ``load`` is within ``budget * (1 - margin)``; the cheapest
         single model when none is (reported with ``method="cheapest"``). With ``now_s``, a search that is not
         memoised yet runs only if none ran in the last ``search_interval_s`` (else None: not now)."""
-        key = (load, tuple(sorted(self._slowdown.items())), self._contention)
+        key = (load, tuple(sorted(self._slowdown.items())), self._contention, self._transport, self._chunk_ms)
         if key in self._cache:
             return self._cache[key]
         if now_s is not None:
@@ -315,9 +334,8 @@ class Planner:
             if self.config.search_in_process:
                 try:
                     if self._searcher is None:
-                        self._searcher = SearchProcess(self.candidate_ids, table, self.latency,
-                                                       self.config.max_members)
-                    chosen = self._searcher.select(load, self._slowdown, self._contention, target)
+                        self._searcher = SearchProcess(self.candidate_ids, table, self.config.max_members)
+                    chosen = self._searcher.select(load, self.model(), target)
                 except (BrokenProcessPool, OSError) as exc:  # searched here this time, a new process next time
                     log.warning("the search process failed (%s); searching in this process", exc)
                     self.close()
@@ -361,28 +379,42 @@ class Planner:
         return self.current
 
     def observe(self, now_s: float, load: Load, slowdown: Mapping[str, float] | None = None,
-                contention: float | None = None, measured_p99_ms: float | None = None) -> ServingPlan | None:
+                contention: float | None = None, measured_p99_ms: float | None = None,
+                transport: Transport | None = None, chunk_ms: float | None = None) -> ServingPlan | None:
         """Re-plan if needed (see the module docstring); returns the new plan, or None to keep the current.
 
         ``slowdown`` and ``contention`` are :class:`Slowdown`'s figures (rounded to ``slowdown_step`` here).
         ``measured_p99_ms`` is the worker's own p99 (acquisition to publication) over the last seconds: when
         it comes near the budget and is worse than the model predicts for the plan in force, the contention
         is raised until the model agrees (:meth:`fit_contention`), so an optimistic model cannot keep an
-        ensemble that is missing its deadlines.
+        ensemble that is missing its deadlines. ``transport`` is the measured time outside the executor
+        (:meth:`ensemble.latency.Transport.measured`), taken when its median or top differs from the one in
+        use by more than ``change_ratio``. ``chunk_ms`` is the event loop's measured time per chunk (wall
+        clock, at the contention measured with it), taken as ``costs.chunk_ms`` when it moved by as much.
         """
         if self.current is None:
             raise EnsembleError("observe() before start()")
         previous_load = self.load or load
         old_slowdown, old_contention = self._slowdown, self._contention
+        self._old_upstream = self._upstream_figures(self._transport)
         if slowdown is not None:
             self._slowdown = self._rounded_slowdown(slowdown)
         if contention is not None:
             self._contention = self._sticky(self._contention, contention)
+        if transport is not None and any(
+                self._sticky(old, new) != old
+                for old, new in zip(self._old_upstream, self._upstream_figures(transport), strict=True)):
+            self._transport = transport
+        if chunk_ms is not None and math.isfinite(chunk_ms) and chunk_ms > 0:
+            idle = chunk_ms / self._contention
+            old = self.latency.costs.chunk_ms if self._chunk_ms is None else self._chunk_ms
+            if not old / self.config.change_ratio <= idle <= old * self.config.change_ratio:
+                self._chunk_ms = round(idle, 3)
         load = self.planning_load(load)
         members = self.current.member_ids
         threatened = self.config.budget_ms * (1.0 - self.config.margin / 2)
         if measured_p99_ms is not None and math.isfinite(measured_p99_ms) and (
-            measured_p99_ms + self.latency.costs.transport_ms / 2 > threatened
+            measured_p99_ms + self._transport.downstream_mean_ms > threatened
         ):  # the deadlines are really at risk, and the model may not have seen it
             fitted = self.fit_contention(members, load, measured_p99_ms)
             if fitted > self._contention:
@@ -452,6 +484,10 @@ class Planner:
             parts.append(f"due in {after.phases} of {after.ticks_per_hop} ticks per hop (was {before.phases})")
         if abs(self._contention - self._old_contention) > 1e-9:
             parts.append(f"CPU work runs {self._contention:.2f}x its idle cost (was {self._old_contention:.2f}x)")
+        upstream = self._upstream_figures(self._transport)
+        if upstream != self._old_upstream:
+            parts.append("windows reach the worker in {:.0f}/{:.0f} ms p50/top (was {:.0f}/{:.0f})".format(
+                *upstream, *self._old_upstream))
         for m in members:
             new, old = self._slowdown.get(m, 1.0), old_slowdown.get(m, 1.0)
             if abs(new - old) > 1e-9:
@@ -467,26 +503,26 @@ class Planner:
 
 
 class SearchProcess:
-    """:func:`ensemble.selector.select` in a child process that holds the validation table and the latency model.
+    """:func:`ensemble.selector.select` in a child process that holds the validation table.
 
     A search is seconds of pure Python (thousands of latency predictions); in the worker's process it takes the
     GIL from the executor thread, whose windows then wait (1-s latency spikes at 64 beds, measured). In a child
     process it costs the same CPU but no GIL. The child is spawned (not forked: the worker has threads), gets
-    the table and the model once, and dies with its parent.
+    the table once and the latency model (as observed at the time) with each search, and dies with its parent.
     """
 
-    def __init__(self, candidate_ids: Sequence[str], table: ValidationTable, latency: LatencyModel,
-                 max_members: int | None) -> None:
+    def __init__(self, candidate_ids: Sequence[str], table: ValidationTable, max_members: int | None) -> None:
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
 
         self._pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
                                          initializer=_init_search,
-                                         initargs=(list(candidate_ids), table, latency, max_members))
+                                         initargs=(list(candidate_ids), table, max_members))
 
-    def select(self, load: Load, slowdown: Mapping[str, float], contention: float, target_ms: float) -> Selection:
-        """The search's :class:`Selection`; raises :class:`NoFeasibleEnsemble` as ``select`` does."""
-        chosen = self._pool.submit(_search, load, dict(slowdown), contention, target_ms).result()
+    def select(self, load: Load, model: LatencyModel, target_ms: float) -> Selection:
+        """The search's :class:`Selection` with ``model`` (the planner's, as observed now); raises
+        :class:`NoFeasibleEnsemble` as ``select`` does."""
+        chosen = self._pool.submit(_search, load, model, target_ms).result()
         if chosen is None:
             raise NoFeasibleEnsemble(f"no candidate fits {target_ms:.0f} ms")
         return chosen
@@ -498,8 +534,7 @@ class SearchProcess:
 _SEARCH: dict[str, object] = {}
 
 
-def _init_search(candidate_ids: list[str], table: ValidationTable, latency: LatencyModel,
-                 max_members: int | None) -> None:
+def _init_search(candidate_ids: list[str], table: ValidationTable, max_members: int | None) -> None:
     import ctypes
     import signal
 
@@ -507,13 +542,12 @@ def _init_search(candidate_ids: list[str], table: ValidationTable, latency: Late
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
     except OSError:
         pass
-    _SEARCH.update(ids=candidate_ids, table=table, latency=latency, max_members=max_members)
+    _SEARCH.update(ids=candidate_ids, table=table, max_members=max_members)
 
 
-def _search(load: Load, slowdown: dict[str, float], contention: float, target_ms: float) -> Selection | None:
-    table, latency = _SEARCH["table"], _SEARCH["latency"]
-    assert isinstance(table, ValidationTable) and isinstance(latency, LatencyModel)
-    model = replace(latency, slowdown=slowdown, contention=contention)
+def _search(load: Load, model: LatencyModel, target_ms: float) -> Selection | None:
+    table = _SEARCH["table"]
+    assert isinstance(table, ValidationTable)
 
     def p99(members: tuple[str, ...]) -> float:
         return model.predict(members, load).p99_ms

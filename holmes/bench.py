@@ -330,7 +330,9 @@ def format_burst(b: dict[str, Any], budget_ms: float) -> str:
 
 def worker_figures(options: BenchOptions, stats_path: Path) -> dict[str, Any]:
     """The worker's own figures (its stats file) and the latency model's prediction for what it served."""
-    from ensemble.latency import Costs, LatencyModel, Load, measure_feature_costs
+    from dataclasses import replace
+
+    from ensemble.latency import Costs, LatencyModel, Load, Transport, measure_feature_costs
     from models.zoo import load_zoo
 
     try:
@@ -354,11 +356,22 @@ def worker_figures(options: BenchOptions, stats_path: Path) -> dict[str, Any]:
         fixed_ms, per_window_ms = measure_feature_costs()
         model = LatencyModel.from_models(zoo, Costs(feature_ms=per_window_ms, feature_fixed_ms=fixed_ms,
                                                     max_batch=batch))
+        # the transport the worker measured last (upstream) with the API's fetch wait (downstream)
+        measured = stats.get("transport")
+        if measured:
+            model.transport = Transport(tuple(measured["upstream_ms"]), float(measured["downstream_ms"]),
+                                        float(measured["downstream_wait_ms"]))
+            out["upstream_ms"] = {"p50": measured["upstream_ms"][len(measured["upstream_ms"]) // 2],
+                                  "top": measured["upstream_ms"][-1]}
+        # the bench's load, bunched as the worker measured it (the simulator's send slots)
         load = Load(options.beds, options.hop_s, options.chunk_s, phases=options.stagger_ticks,
-                    spread_s=0.0 if options.aligned else options.chunk_s)
+                    spread_s=0.0 if options.aligned else options.chunk_s,
+                    bunch_s=0.0 if options.aligned else float((stats.get("last_load") or {}).get("bunch_s") or 0.0))
         out["predicted_idle_ms"] = model.predict(members, load).as_dict()
         # the worker's measured contention and per-model slowdowns: the inputs the planner itself uses
         model.contention = float(stats.get("contention") or 1.0)
+        if stats.get("chunk_ms"):  # the event loop's measured time per chunk, at that contention
+            model.costs = replace(model.costs, chunk_ms=float(stats["chunk_ms"]) / model.contention)
         model.slowdown = {m: float(r) for m, r in (stats.get("slowdown") or {}).items() if m in members}
         out["predicted_ms"] = model.predict(members, load).as_dict()
         out["contention"] = round(model.contention, 2)

@@ -48,9 +48,10 @@ def build_planner(zoo: Sequence[ServedModel], settings: WorkerSettings, feature_
     """The worker's planner: latency model from the zoo's profiles, budget, window, hop and size from settings.
 
     The feature costs (``feature_fixed_ms`` per batch + ``feature_ms`` per window) are timed here, as at worker
-    start, unless ``feature_ms`` is given. The latency model is the planner's ``latency``.
+    start, unless ``feature_ms`` is given. The latency model is the planner's ``latency``; its downstream
+    transport waits up to half of ``api_fetch_max_wait_ms``.
     """
-    from ensemble.latency import Costs, LatencyModel, measure_feature_costs
+    from ensemble.latency import Costs, LatencyModel, Transport, measure_feature_costs
     from ensemble.planner import Planner, PlannerConfig
 
     batch = 1 if settings.exec_mode == "per-request" else settings.max_batch
@@ -58,6 +59,10 @@ def build_planner(zoo: Sequence[ServedModel], settings: WorkerSettings, feature_
         feature_fixed_ms, feature_ms = measure_feature_costs()
     costs = Costs(feature_ms=feature_ms, feature_fixed_ms=feature_fixed_ms, max_batch=batch)
     latency = LatencyModel.from_models(zoo, costs)
+    # Upstream: the default until the worker has measured its own. Downstream: a score waits for the API's
+    # fetch in flight, which the embedded broker holds about half of its wait even when data arrives meanwhile
+    # (../shared/BROKER.md, long-poll), so uniform over 0..wait/2.
+    latency.transport = Transport(downstream_wait_ms=settings.api_fetch_max_wait_ms / 2)
     return Planner(zoo, latency, PlannerConfig(
         budget_ms=settings.budget_ms, window_s=settings.window_s, hop_s=settings.hop_s,
         max_members=settings.max_members, contention=settings.cpu_contention,

@@ -26,6 +26,10 @@ class CommonSettings(BaseSettings):
     state_dir: Path = Field(default=Path(".holmes"), description="logs, SQLite file, worker state")
     log_level: str = "info"
     hop_s: float = Field(default=5.0, gt=0, description="how often each bed gets a window; stale after 2 hops")
+    api_fetch_max_wait_ms: int = Field(
+        default=50, ge=1, le=1500,
+        description="the API's score consumer's fetch wait; the worker's latency model counts it downstream",
+    )
 
     def topics(self) -> Topics:
         return Topics.named(self.topic_prefix, self.waveform_partitions, self.score_partitions)
@@ -72,7 +76,6 @@ class ApiSettings(CommonSettings):
     database_url: str = Field(default="", description="SQLAlchemy URL; unset = SQLite in state_dir")
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8000, ge=0, le=65535)
-    api_fetch_max_wait_ms: int = Field(default=50, ge=1, le=1500)
     env: Literal["dev", "production"] = Field(
         default="dev", description="production: HOLMES_ADMIN_TOKEN required, reads need a token"
     )

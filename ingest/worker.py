@@ -53,7 +53,7 @@ from typing import Any, Literal
 import numpy as np
 
 from ensemble.executor import BatchExecutor, QueueFull
-from ensemble.latency import Load, ecg_like_window
+from ensemble.latency import Load, Transport, ecg_like_window
 from ensemble.planner import Planner, Slowdown
 from ensemble.scoring import ServingPlan, Verdict, WindowScorer
 from ingest.codec import MAX_MESSAGE_BYTES, decode_chunk, encode_plan, encode_score
@@ -131,18 +131,24 @@ class LoadTracker:
     A bed counts while it had a window within the last two hops. The phases (ticks per hop at which windows
     fall due) are ``beds / (most windows due in one tick over the last hop)``: 1 when every bed's windows
     fall due together, ``hop / chunk`` when they are spread evenly. The spread is the median time between
-    the first and the last window of a tick reaching the worker (beds whose clocks are not in step).
+    the first and the last window of a tick reaching the worker (beds whose clocks are not in step). Windows
+    less than ``BUNCH_GAP_S`` after the one before reached the worker in the same bunch (one send slot of a
+    gateway, one fetch); the bunch interval is the median of ``span / (bunches - 1)`` over the ticks with more
+    than one bunch.
     """
+
+    BUNCH_GAP_S = 0.01
 
     def __init__(self, hop_s: float) -> None:
         self.hop_s = hop_s
         self.chunk_s = 1.0
         self._last: dict[str, float] = {}
-        self._ticks: deque[tuple[float, int, float]] = deque()  # (closed at, windows, arrival span s)
-        self._tick_key: float | None = None
-        self._tick_count = 0
-        self._tick_first_s = 0.0
-        self._tick_last_s = 0.0
+        # ticks closed: (closed at, windows, arrival span s, bunches)
+        self._ticks: deque[tuple[float, int, float, int]] = deque()
+        # ticks open, by tick: [first arrival, last arrival, windows, bunches]; the windows of two ticks can
+        # arrive interleaved (a bed late in one tick shares a send slot with one early in the next)
+        self._open: dict[int, list[float]] = {}
+        self._newest = -math.inf
 
     def chunk(self, bed_id: str, now_s: float) -> None:
         """A chunk of ``bed_id`` arrived: the bed counts from its first chunk, a window length before its first
@@ -152,12 +158,20 @@ class LoadTracker:
     def window(self, bed_id: str, end_s: float, now_s: float) -> None:
         self._last[bed_id] = now_s
         key = math.floor(end_s / self.chunk_s)
-        if key != self._tick_key:
-            if self._tick_key is not None:
-                self._ticks.append((now_s, self._tick_count, self._tick_last_s - self._tick_first_s))
-            self._tick_key, self._tick_count, self._tick_first_s = key, 0, now_s
-        self._tick_count += 1
-        self._tick_last_s = now_s
+        if key < self._newest - 1:
+            return  # a straggler of a tick already closed
+        tick = self._open.get(key)
+        if tick is None:
+            self._open[key] = tick = [now_s, now_s, 0, 0]
+            if key > self._newest:
+                self._newest = key
+                for old in [k for k in self._open if k < key - 1]:
+                    first, last, count, bunches = self._open.pop(old)
+                    self._ticks.append((now_s, int(count), last - first, int(bunches)))
+        if tick[2] == 0 or abs(now_s - tick[1]) >= self.BUNCH_GAP_S:
+            tick[3] += 1  # a new bunch
+        tick[0], tick[1] = min(tick[0], now_s), max(tick[1], now_s)
+        tick[2] += 1
 
     def load(self, now_s: float) -> Load:
         horizon = now_s - 2 * self.hop_s
@@ -166,12 +180,36 @@ class LoadTracker:
         while self._ticks and self._ticks[0][0] < now_s - self.hop_s:
             self._ticks.popleft()
         beds = len(self._last)
-        most = max([c for _, c, _ in self._ticks] + [self._tick_count, 1])
+        most = max([c for _, c, _, _ in self._ticks] + [int(t[2]) for t in self._open.values()] + [1])
         ticks = max(1, round(self.hop_s / self.chunk_s))
         phases = min(ticks, max(1, round(beds / most))) if beds else 1
-        spans = sorted(span for _, _, span in self._ticks)
+        spans = sorted(span for _, _, span, _ in self._ticks)
         spread_s = min(self.chunk_s, spans[len(spans) // 2]) if spans else 0.0
-        return Load(beds=beds, hop_s=self.hop_s, chunk_s=self.chunk_s, phases=phases, spread_s=spread_s)
+        intervals = sorted(span / (bunches - 1) for _, _, span, bunches in self._ticks if bunches > 1)
+        bunch_s = min(spread_s, intervals[len(intervals) // 2]) if intervals else 0.0
+        return Load(beds=beds, hop_s=self.hop_s, chunk_s=self.chunk_s, phases=phases, spread_s=spread_s,
+                    bunch_s=bunch_s)
+
+
+class ChunkCost:
+    """The event loop's wall-clock time per chunk, ms: decoding, windowing and Faust's own work per event.
+
+    A chunk handled within ``BACK_TO_BACK_S`` of the previous one's end is counted from that end, so what the
+    loop does between two events of one fetch is included; an exponentially weighted mean.
+    """
+
+    BACK_TO_BACK_S = 0.002
+
+    def __init__(self, alpha: float = 0.02) -> None:
+        self.alpha = alpha
+        self.ms: float | None = None
+        self._end = -math.inf
+
+    def record(self, started: float, ended: float) -> None:
+        begin = self._end if 0 <= started - self._end < self.BACK_TO_BACK_S else started
+        ms = (ended - begin) * 1000.0
+        self.ms = ms if self.ms is None else self.ms + self.alpha * (ms - self.ms)
+        self._end = ended
 
 
 @dataclass(slots=True, eq=False)
@@ -542,6 +580,11 @@ def plan_record(config: WorkerConfig, plan: ServingPlan, previous: ServingPlan |
 
 #: Tries of a score or dead-letter send before its offsets are left uncommitted for a restart to replay.
 PUBLISH_RETRIES = 5
+#: the upstream transport (acquisition -> queued for the executor) the planner uses: the windows of the last
+#: 30 s, at most 20,000, and none until 50 were seen
+UPSTREAM_HORIZON_S = 30.0
+UPSTREAM_SAMPLES = 20_000
+UPSTREAM_MIN_SAMPLES = 50
 
 
 @dataclass(frozen=True, slots=True)
@@ -592,7 +635,10 @@ def build_app(config: WorkerConfig, scorer: WindowScorer, planner: Planner | Non
                           on_drop=windower.drop)
     counters = WorkerCounters()
     tracker = LoadTracker(config.hop_s)
+    chunk_cost = ChunkCost()
     recent_ms: deque[tuple[float, float]] = deque()  # (published at, acquisition -> published ms)
+    # (queued at, acquisition -> queued for the executor ms): the latency model's measured upstream transport
+    upstream_ms: deque[tuple[float, float]] = deque(maxlen=UPSTREAM_SAMPLES)
     app.holmes_counters = counters  # type: ignore[attr-defined]
     app.holmes_windower = windower  # type: ignore[attr-defined]
     app.holmes_ledger = ledger  # type: ignore[attr-defined]
@@ -616,6 +662,7 @@ def build_app(config: WorkerConfig, scorer: WindowScorer, planner: Planner | Non
         out = []
         for job, v in zip(jobs, verdicts, strict=True):
             w = job.window
+            upstream_ms.append((job.cut_s, (job.cut_s - w.end_s) * 1000.0))
             record = verdict_to_record(w, v, plan)
             if record.extra:  # where the worker's time went: chunk in -> window queued -> batch start -> done
                 record.extra.update(ingest_ms=round((job.cut_s - w.end_s) * 1000.0, 1),
@@ -701,6 +748,17 @@ def build_app(config: WorkerConfig, scorer: WindowScorer, planner: Planner | Non
             recent_ms.popleft()
         return float(np.percentile([ms for _, ms in recent_ms], 99)) if recent_ms else None
 
+    def measured_transport() -> Transport | None:
+        """The upstream time of the windows queued in the last ``UPSTREAM_HORIZON_S`` (None: too few yet)."""
+        if planner is None:
+            return None
+        horizon = time.time() - UPSTREAM_HORIZON_S
+        samples = [ms for at, ms in list(upstream_ms) if at >= horizon]
+        if len(samples) < UPSTREAM_MIN_SAMPLES:
+            return None
+        prior = planner.latency.transport
+        return Transport.measured(samples, prior.downstream_ms, prior.downstream_wait_ms, levels=64)
+
     async def publish_plan(plan: ServingPlan, previous: ServingPlan | None, load: Load) -> None:
         ratios = slowdown.snapshot() if slowdown is not None else {}
         worst = max([ratios.get(m, 1.0) for m in plan.member_ids] + [1.0])
@@ -730,6 +788,7 @@ def build_app(config: WorkerConfig, scorer: WindowScorer, planner: Planner | Non
     @app.agent(waveforms, name="holmes-windowing")
     async def windowing(stream: Any) -> None:
         async for event in stream.events():
+            started = time.perf_counter()
             message = event.message
             if not ledger.accept(message.partition, message.offset):
                 continue  # processed before a rebalance that kept its partition, or not ours any more
@@ -770,6 +829,7 @@ def build_app(config: WorkerConfig, scorer: WindowScorer, planner: Planner | Non
                     executor.submit(job)
                 except QueueFull:
                     await shed(job)
+            chunk_cost.record(started, time.perf_counter())
 
     async def shed(job: WindowJob) -> None:
         """The bounded queue is full: the window is published as unscorable, with the reason, not dropped."""
@@ -822,6 +882,8 @@ def build_app(config: WorkerConfig, scorer: WindowScorer, planner: Planner | Non
             await publish_plan(scorer.plan, None, planner.load or Load(0, config.hop_s))
 
     replanning = {"busy": False}
+    last_load: dict[str, Load] = {}  # the last load measured on windows, for the stats after a stream stops
+    last_load_windows = {"n": 0}
 
     @app.timer(config.replan_interval_s)
     async def replan() -> None:
@@ -837,8 +899,11 @@ def build_app(config: WorkerConfig, scorer: WindowScorer, planner: Planner | Non
             load = tracker.load(time.time())
             if load.beds == 0:
                 return
+            if counters.windows != last_load_windows["n"]:  # windows still coming: the load is measured
+                last_load["load"], last_load_windows["n"] = load, counters.windows
             plan = await loop.run_in_executor(plan_pool, planner.observe, time.time(), load, slowdown.snapshot(),
-                                              slowdown.contention(), measured_p99_ms())
+                                              slowdown.contention(), measured_p99_ms(), measured_transport(),
+                                              chunk_cost.ms)
         except Exception:
             log.exception("re-planning failed; the plan in force stays")
             return
@@ -891,7 +956,10 @@ def build_app(config: WorkerConfig, scorer: WindowScorer, planner: Planner | Non
             "slowdown": slowdown.snapshot() if slowdown is not None else {},
             "contention": slowdown.contention() if slowdown is not None else None,
             "load": _load_dict(tracker.load(time.time())),
+            "last_load": _load_dict(last_load["load"]) if "load" in last_load else None,
             "measured_p99_ms": p99,
+            "transport": _transport_dict(measured_transport()),
+            "chunk_ms": round(chunk_cost.ms, 4) if chunk_cost.ms is not None else None,
         })
 
     @app.on_rebalance_complete.connect
@@ -931,7 +999,15 @@ def warm_plan(plan: ServingPlan, max_batch: int) -> None:
 
 
 def _load_dict(load: Load) -> dict[str, float]:
-    return {"beds": load.beds, "hop_s": load.hop_s, "chunk_s": load.chunk_s, "phases": load.phases}
+    return {"beds": load.beds, "hop_s": load.hop_s, "chunk_s": load.chunk_s, "phases": load.phases,
+            "spread_s": round(load.spread_s, 3), "bunch_s": round(load.bunch_s, 3)}
+
+
+def _transport_dict(transport: Transport | None) -> dict[str, Any] | None:
+    if transport is None:
+        return None
+    return {"upstream_ms": list(transport.upstream_ms), "downstream_ms": transport.downstream_ms,
+            "downstream_wait_ms": transport.downstream_wait_ms}
 
 
 def write_stats(path: Path, stats: dict[str, Any]) -> None:

@@ -89,3 +89,48 @@ def test_feature_cost_is_measured() -> None:
     assert costs.features_ms(8) == pytest.approx(fixed + 8 * per_window)
     with pytest.raises(EnsembleError):
         Costs(feature_fixed_ms=-0.5)
+
+
+def test_the_transport_is_added_as_a_distribution(model: LatencyModel) -> None:
+    """Upstream (measured) + executor + downstream (fixed + uniform fetch wait): the prediction is the
+    distribution of the sum, compared here with a Monte Carlo of the same independent parts."""
+    import numpy as np
+
+    from ensemble.latency import Transport
+
+    members = ["resnet1d-w16d4-rr-2l-10s@1"]
+    load = Load(256, phases=5, spread_s=1.0)
+    fixed = LatencyModel(model.profiles, model.costs, transport=Transport((0.0,), 0.0, 0.0)).predict(members, load)
+    rng = np.random.default_rng(0)
+    upstream = rng.gamma(4.0, 15.0, 5000)  # a skewed upstream, like the measured one
+    transport = Transport.measured(upstream, downstream_ms=5.0, downstream_wait_ms=50.0, levels=64)
+    assert transport.upstream_ms == tuple(sorted(transport.upstream_ms)) and len(transport.upstream_ms) == 64
+    with_transport = LatencyModel(model.profiles, model.costs, transport=transport).predict(members, load)
+    # executor part of each window at the fixed load is nearly constant: the sum's spread is the transport's
+    executor = fixed.p50_ms
+    sums = executor + upstream + 5.0 + rng.uniform(0.0, 50.0, upstream.size)
+    assert with_transport.p50_ms == pytest.approx(np.percentile(sums, 50), rel=0.05)
+    assert with_transport.p99_ms == pytest.approx(np.percentile(sums, 99), rel=0.05)
+    assert with_transport.p99_ms > fixed.p99_ms + np.percentile(upstream, 90)
+    assert with_transport.utilisation == fixed.utilisation  # the transport does not load the executor
+    # a fixed transport is a plain shift
+    shifted = LatencyModel(model.profiles, model.costs, transport=Transport((30.0,), 7.0)).predict(members, load)
+    assert shifted.p99_ms == pytest.approx(fixed.p99_ms + 37.0)
+    with pytest.raises(EnsembleError):
+        Transport((5.0, 1.0))  # quantiles must ascend
+    with pytest.raises(EnsembleError):
+        Transport.measured([])
+
+
+def test_windows_arriving_in_bunches_are_batched_together(model: LatencyModel) -> None:
+    """1,000 spread beds whose windows reach the worker in 100-ms bunches: the executor batches each bunch
+    (about 20 windows), where one-by-one arrivals would mostly run alone."""
+    members = ["rr-af@1", "resnet1d-w16d4-rr-2l-10s@1"]
+    one_by_one = model.predict(members, Load(1000, phases=5, spread_s=1.0))
+    bunched = model.predict(members, Load(1000, phases=5, spread_s=1.0, bunch_s=0.1))
+    assert bunched.batches_per_tick == pytest.approx(10.0)  # 200 windows per tick in 10 bunches
+    assert one_by_one.batches_per_tick > 5 * bunched.batches_per_tick
+    assert bunched.p50_ms > one_by_one.p50_ms  # a bunch waits for its own batch
+    assert bunched.utilisation == pytest.approx(one_by_one.utilisation)
+    with pytest.raises(EnsembleError):
+        Load(10, bunch_s=-0.1)

@@ -123,7 +123,7 @@ def test_noisy_measurements_and_trickling_beds_do_not_rerun_the_search(planner: 
 def test_a_measured_p99_worse_than_predicted_replans_to_something_cheaper(planner: Planner) -> None:
     start = planner.start(spread(64))
     # the worker measures up to publication: the model's p99 less the trip to the page
-    as_predicted = start.predicted_p99_ms - planner.latency.costs.transport_ms / 2
+    as_predicted = start.predicted_p99_ms - planner.latency.transport.downstream_mean_ms
     assert planner.observe(1.0, spread(64), {}, 1.0, measured_p99_ms=as_predicted) is None
     new = planner.observe(2.0, spread(64), {}, 1.0, measured_p99_ms=3 * BUDGET_MS)
     assert new is not None and new.reason.startswith("over budget: CPU work runs")
@@ -187,3 +187,20 @@ def test_a_dead_search_process_is_replaced_and_the_search_done_here(zoo: list[Se
         assert there._searcher is None  # a new process for the next search
     finally:
         there.close()
+
+
+def test_a_slower_upstream_is_taken_and_noise_is_not(planner: Planner) -> None:
+    from ensemble.latency import Transport
+
+    start = planner.start(spread(64))
+    before = planner._transport
+    up = before.upstream_ms[0]
+    noisy = Transport((up * 0.9, up * 1.1), before.downstream_ms, before.downstream_wait_ms)
+    assert planner.observe(1.0, spread(64), {}, 1.0, transport=noisy) is None
+    assert planner._transport == before  # within change_ratio: the search is not rerun for noise
+    slow = Transport((up, up + 60.0), before.downstream_ms, before.downstream_wait_ms)
+    new = planner.observe(2.0, spread(64), {}, 1.0, transport=slow)
+    assert planner._transport == slow
+    # 60 ms more upstream at the top puts the plan in force over the 110-ms budget: it is shed, and says why
+    assert new is not None and "windows reach the worker in" in new.reason
+    assert planner.predict(start.member_ids, spread(64)).p99_ms > BUDGET_MS

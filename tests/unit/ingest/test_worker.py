@@ -99,6 +99,27 @@ def test_load_tracker_counts_live_beds_and_how_aligned_they_are() -> None:
     assert tracker.load(now + 30.0).beds == 0  # nobody sent for two hops
 
 
+def test_load_tracker_measures_the_spread_and_the_send_slots_of_interleaved_ticks() -> None:
+    """1,000 beds due over 5 ticks, their clocks spread over each tick, forwarded in 100-ms send slots: the
+    windows of a tick arrive in 10 bunches over the tick, and a bed late in one tick shares its slot with
+    beds early in the next (the ticks interleave)."""
+    import math
+
+    tracker = LoadTracker(hop_s=5.0)
+    arrivals = []
+    for tick in range(10):
+        for bed in range(tick % 5, 1000, 5):
+            phase = (bed * 0.6180339887) % 1.0
+            end = 1000.0 + tick + phase
+            arrivals.append((1000.0 + tick + math.ceil((phase + 0.03) * 10) / 10 + 0.0002 * (bed % 20), bed, end))
+    for at, bed, end in sorted(arrivals):
+        tracker.window(f"bed-{bed}", end_s=end, now_s=at)
+    load = tracker.load(1010.5)
+    assert (load.beds, load.phases) == (1000, 5)
+    assert load.spread_s == pytest.approx(1.0, abs=0.05)
+    assert load.bunch_s == pytest.approx(0.1, abs=0.01)
+
+
 def test_beds_count_from_their_first_chunk_before_any_window() -> None:
     tracker = LoadTracker(hop_s=5.0)
     for bed in range(300):
@@ -315,3 +336,19 @@ def test_a_full_scoring_queue_sheds_windows_as_explicit_unscorable_scores(monkey
     assert all(s.state == "unscorable" and s.reason == "shed: scoring queue full" for s in scores)
     assert all(s.extra["worker_id"] == config.worker_id for s in scores)
     assert ledger.figures()["pending_windows"] == 2  # the shed ones are on the broker; the queued two are not
+
+
+def test_chunk_cost_counts_the_loop_between_back_to_back_chunks() -> None:
+    from ingest.worker import ChunkCost
+
+    cost = ChunkCost(alpha=1.0)  # no smoothing: the last chunk's cost
+    cost.record(10.0, 10.0002)
+    assert cost.ms == pytest.approx(0.2)
+    cost.record(10.0005, 10.0007)  # 0.3 ms after the last one ended: back to back, the gap is counted
+    assert cost.ms == pytest.approx(0.5)
+    cost.record(11.0, 11.0001)  # after a pause (waiting for the broker): only its own time
+    assert cost.ms == pytest.approx(0.1)
+    smooth = ChunkCost(alpha=0.5)
+    smooth.record(0.0, 0.001)
+    smooth.record(1.0, 1.003)
+    assert smooth.ms == pytest.approx(2.0)
