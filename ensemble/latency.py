@@ -269,6 +269,10 @@ class LatencyModel:
         and the simulator. The worker measures it on feature extraction (:class:`ensemble.planner.Slowdown`).
     transport : Transport
         The time outside the executor, upstream (measured by the worker) and downstream.
+    jitter : tuple of float
+        Equal-probability quantiles (mean about 1) of how much one batch's CPU time varies around the
+        contention (:meth:`ensemble.planner.Slowdown.jitter`); the executor's part of each window's latency is
+        scaled by them. ``(1.0,)`` = none.
     """
 
     profiles: dict[str, BatchProfile]
@@ -276,6 +280,7 @@ class LatencyModel:
     slowdown: dict[str, float] = field(default_factory=dict)
     contention: float = 1.0
     transport: Transport = field(default_factory=Transport)
+    jitter: tuple[float, ...] = (1.0,)
 
     @classmethod
     def from_models(cls, models: Sequence[object], costs: Costs | None = None) -> LatencyModel:
@@ -291,7 +296,7 @@ class LatencyModel:
 
     def with_costs(self, **changes: float) -> LatencyModel:
         return LatencyModel(self.profiles, replace(self.costs, **changes), dict(self.slowdown), self.contention,
-                            self.transport)
+                            self.transport, self.jitter)
 
     def models_ms(self, members: Sequence[str], batch: int) -> float:
         """Inference time of one batch through every member, ms."""
@@ -320,7 +325,7 @@ class LatencyModel:
         c = self.costs
         cost = self.batch_costs(members)
         if load.beds == 0:
-            return self._with_transport(np.array([cost[1] + c.deliver_ms * self.contention]), 0.0, 0.0)
+            return self._with_transport(np.zeros(1), np.array([cost[1] + c.deliver_ms * self.contention]), 0.0, 0.0)
         tick_ms = load.chunk_s * 1000.0
         per_hop = load.ticks_per_hop
         busy_per_hop = sum(self._busy_for(cost, load.due(t)) for t in range(per_hop))
@@ -338,7 +343,8 @@ class LatencyModel:
         decode_ms = load.beds * c.chunk_ms * self.contention
         deliver_ms = c.deliver_ms * self.contention
         free_at = 0.0
-        latencies: list[np.ndarray] = []
+        waits: list[np.ndarray] = []  # arrival -> its batch starts
+        services: list[np.ndarray] = []  # its batch's start -> its score published
         batches = 0
         for tick in range(2 * per_hop):
             n = load.due(tick)
@@ -356,29 +362,37 @@ class LatencyModel:
             arrivals = arrival.tolist()
             # the greedy executor, batch by batch, in plain floats (a search predicts thousands of subsets)
             firsts: list[int] = []
-            dones: list[float] = []
+            starts: list[float] = []
             i = 0
             while i < n:
                 start = max(free_at, arrivals[i])
                 b = max(1, min(bisect.bisect_right(arrivals, start) - i, c.max_batch))
                 done = start + cost[b]
                 firsts.append(i)
-                dones.append(done)
+                starts.append(start)
                 free_at = done + deliver_ms * b  # the batch's scores go out one by one
                 i += b
             sizes = np.diff(np.append(firsts, n))
             rank = np.arange(1, n + 1) - np.repeat(firsts, sizes)  # 1..b within each batch
-            latencies.append(np.repeat(dones, sizes) + deliver_ms * rank - arrival)
+            start_of = np.repeat(starts, sizes)
+            waits.append(start_of - arrival)
+            services.append(np.repeat(np.asarray(cost)[sizes], sizes) + deliver_ms * rank)
             batches += len(firsts)
-        lat = np.concatenate(latencies)
+        wait, service = np.concatenate(waits), np.concatenate(services)
         # the second hop is the steady state (a backlog from the first one is counted in it)
-        second = lat[len(lat) // 2:] if len(lat) > 1 else lat
-        return self._with_transport(second, utilisation, batches / (2 * per_hop))
+        half = len(wait) // 2
+        return self._with_transport(wait[half:], service[half:], utilisation, batches / (2 * per_hop))
 
-    def _with_transport(self, executor_ms: np.ndarray, utilisation: float, batches_per_tick: float
-                        ) -> LatencyPrediction:
-        """The prediction from the executor's part (queued -> published) of each window plus the transport."""
+    def _with_transport(self, wait_ms: np.ndarray, service_ms: np.ndarray, utilisation: float,
+                        batches_per_tick: float) -> LatencyPrediction:
+        """The prediction from the executor's part of each window (the wait for its batch, then the batch's
+        service) plus the transport. A batch's service varies with ``jitter``; the wait, a sum of many batches'
+        services, is taken at its mean."""
         t = self.transport
+        if self.jitter != (1.0,):
+            executor_ms = _grid((wait_ms[:, None] + service_ms[:, None] * np.asarray(self.jitter)[None, :]).ravel())
+        else:
+            executor_ms = wait_ms + service_ms
         if len(t.upstream_ms) == 1 and t.downstream_wait_ms == 0:  # a fixed transport: exact, and quick
             total = executor_ms + (t.upstream_ms[0] + t.downstream_ms)
         else:

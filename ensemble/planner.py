@@ -28,6 +28,7 @@ import logging
 import math
 import threading
 import time
+from collections import deque
 from collections.abc import Mapping, Sequence
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field, replace
@@ -131,6 +132,8 @@ class Slowdown:
         self._lock = threading.Lock()
         #: ``time.monotonic()`` of the last feature timing (the executor's or a probe's)
         self.features_at_s = -math.inf
+        self._batch_ratios: deque[float] = deque(maxlen=512)  # measured / idle cost, per executor batch
+        self._batch: list[float] | None = None  # the batch being timed: [measured s, idle cost s]
 
     def _add(self, key: str, measured_s: float, expected_s: float) -> None:
         with self._lock:
@@ -151,11 +154,20 @@ class Slowdown:
             if expected_s > 0:
                 self._add(FEATURES, seconds, expected_s)
                 self.features_at_s = time.monotonic()
+                # a batch starts with its features: the one before is complete
+                with self._lock:
+                    if self._batch is not None:
+                        self._batch_ratios.append(self._batch[0] / self._batch[1])
+                    self._batch = [seconds, expected_s]
             return
         profile = self._latency.profiles.get(model_id)
         if profile is None:
             return
         expected_ms = profile(batch)
+        with self._lock:
+            if self._batch is not None:
+                self._batch[0] += seconds
+                self._batch[1] += expected_ms / 1000.0
         if expected_ms >= self._min_expected_ms:
             self._add(model_id, seconds, expected_ms / 1000.0)
 
@@ -167,13 +179,27 @@ class Slowdown:
 
         start = time.perf_counter()
         features.extract_batch([window], sample_rate_hz)
-        self.record(FEATURES, 1, time.perf_counter() - start)
+        expected_s = self._latency.costs.features_ms(1) / 1000.0
+        if expected_s > 0:  # the contention only: a probe is not an executor batch
+            self._add(FEATURES, time.perf_counter() - start, expected_s)
+            self.features_at_s = time.monotonic()
 
     def snapshot(self) -> dict[str, float]:
         """Per model: measured / profiled time, divided by the contention (1 = as slow as everything else)."""
         with self._lock:
             contention = max(1.0, self._ratio(FEATURES) or 1.0)
             return {m: r / contention for m in self._sums if m != FEATURES and (r := self._ratio(m)) is not None}
+
+    def jitter(self, levels: int = 16, step: float = 0.1) -> tuple[float, ...]:
+        """How much one executor batch's time varies around its mean: equal-probability quantiles of the last 512
+        batches' measured / idle-cost ratios (features and every member), divided by their mean, rounded to
+        ``step``; ``(1.0,)`` until 32 were timed."""
+        with self._lock:
+            ratios = np.array(self._batch_ratios)
+        if len(ratios) < 32:
+            return (1.0,)
+        q = np.quantile(ratios / ratios.mean(), (np.arange(levels) + 0.5) / levels)
+        return tuple(float(v) for v in np.maximum(np.round(q / step) * step, step))
 
     def contention(self) -> float:
         """How much slower CPU work runs here than on the idle machine the costs were measured on (>= 1)."""
@@ -217,6 +243,7 @@ class Planner:
     _old_contention: float = 1.0
     _transport: Transport = field(default_factory=Transport)
     _chunk_ms: float | None = None
+    _jitter: tuple[float, ...] = (1.0,)
     _old_upstream: tuple[float, float] = (0.0, 0.0)
     _last_search_s: float = -math.inf
     _searcher: SearchProcess | None = None
@@ -272,7 +299,7 @@ class Planner:
         """The latency model with what was observed so far: slowdowns, contention, transport, chunk cost."""
         costs = self.latency.costs if self._chunk_ms is None else replace(self.latency.costs, chunk_ms=self._chunk_ms)
         return replace(self.latency, costs=costs, slowdown=self._slowdown, contention=self._contention,
-                       transport=self._transport)
+                       transport=self._transport, jitter=self._jitter)
 
     def predict(self, members: Sequence[str], load: Load) -> LatencyPrediction:
         """Predicted latency of ``members`` at ``load`` with the slowdowns observed so far."""
@@ -309,7 +336,8 @@ class Planner:
         """The best ensemble whose predicted p99 at ``load`` is within ``budget * (1 - margin)``; the cheapest
         single model when none is (reported with ``method="cheapest"``). With ``now_s``, a search that is not
         memoised yet runs only if none ran in the last ``search_interval_s`` (else None: not now)."""
-        key = (load, tuple(sorted(self._slowdown.items())), self._contention, self._transport, self._chunk_ms)
+        key = (load, tuple(sorted(self._slowdown.items())), self._contention, self._transport, self._chunk_ms,
+               self._jitter)
         if key in self._cache:
             return self._cache[key]
         if now_s is not None:
@@ -380,7 +408,8 @@ class Planner:
 
     def observe(self, now_s: float, load: Load, slowdown: Mapping[str, float] | None = None,
                 contention: float | None = None, measured_p99_ms: float | None = None,
-                transport: Transport | None = None, chunk_ms: float | None = None) -> ServingPlan | None:
+                transport: Transport | None = None, chunk_ms: float | None = None,
+                jitter: tuple[float, ...] | None = None) -> ServingPlan | None:
         """Re-plan if needed (see the module docstring); returns the new plan, or None to keep the current.
 
         ``slowdown`` and ``contention`` are :class:`Slowdown`'s figures (rounded to ``slowdown_step`` here).
@@ -391,6 +420,7 @@ class Planner:
         (:meth:`ensemble.latency.Transport.measured`), taken when its median or top differs from the one in
         use by more than ``change_ratio``. ``chunk_ms`` is the event loop's measured time per chunk (wall
         clock, at the contention measured with it), taken as ``costs.chunk_ms`` when it moved by as much.
+        ``jitter`` is :meth:`Slowdown.jitter`, taken when its top quantile moved by as much.
         """
         if self.current is None:
             raise EnsembleError("observe() before start()")
@@ -405,6 +435,8 @@ class Planner:
                 self._sticky(old, new) != old
                 for old, new in zip(self._old_upstream, self._upstream_figures(transport), strict=True)):
             self._transport = transport
+        if jitter is not None and jitter and self._sticky(self._jitter[-1], jitter[-1]) != self._jitter[-1]:
+            self._jitter = tuple(jitter)
         if chunk_ms is not None and math.isfinite(chunk_ms) and chunk_ms > 0:
             idle = chunk_ms / self._contention
             old = self.latency.costs.chunk_ms if self._chunk_ms is None else self._chunk_ms

@@ -370,6 +370,7 @@ def worker_figures(options: BenchOptions, stats_path: Path) -> dict[str, Any]:
         out["predicted_idle_ms"] = model.predict(members, load).as_dict()
         # the worker's measured contention and per-model slowdowns: the inputs the planner itself uses
         model.contention = float(stats.get("contention") or 1.0)
+        model.jitter = tuple(stats.get("jitter") or (1.0,))
         if stats.get("chunk_ms"):  # the event loop's measured time per chunk, at that contention
             model.costs = replace(model.costs, chunk_ms=float(stats["chunk_ms"]) / model.contention)
         model.slowdown = {m: float(r) for m, r in (stats.get("slowdown") or {}).items() if m in members}

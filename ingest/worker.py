@@ -126,15 +126,17 @@ class WorkerCounters:
 
 
 class LoadTracker:
-    """What the planner needs to know of the load: beds streaming and how many windows fall due per tick.
+    """What the planner needs to know of the load: beds streaming, how many windows fall due per tick, and how
+    the chunks of a tick reach the worker.
 
-    A bed counts while it had a window within the last two hops. The phases (ticks per hop at which windows
-    fall due) are ``beds / (most windows due in one tick over the last hop)``: 1 when every bed's windows
-    fall due together, ``hop / chunk`` when they are spread evenly. The spread is the median time between
-    the first and the last window of a tick reaching the worker (beds whose clocks are not in step). Windows
-    less than ``BUNCH_GAP_S`` after the one before reached the worker in the same bunch (one send slot of a
-    gateway, one fetch); the bunch interval is the median of ``span / (bunches - 1)`` over the ticks with more
-    than one bunch.
+    A bed counts while it sent within the last two hops, from its first chunk. The phases (ticks per hop at
+    which windows fall due) are ``beds / (most windows due in one tick over the last hop)``: 1 when every
+    bed's windows fall due together, ``hop / chunk`` when they are spread evenly. The spread is the median
+    time between the first and the last chunk of a tick reaching the worker (beds whose clocks are not in
+    step). Chunks less than ``BUNCH_GAP_S`` after the one before reached the worker in the same bunch (one
+    send slot of a gateway, one fetch); the bunch interval is the median of ``span / (bunches - 1)`` over the
+    ticks with more than one bunch. Chunks, not windows, are timed: every bed sends one per tick, so both are
+    known a window length before the first window.
     """
 
     BUNCH_GAP_S = 0.01
@@ -145,33 +147,42 @@ class LoadTracker:
         self._last: dict[str, float] = {}
         # ticks closed: (closed at, windows, arrival span s, bunches)
         self._ticks: deque[tuple[float, int, float, int]] = deque()
-        # ticks open, by tick: [first arrival, last arrival, windows, bunches]; the windows of two ticks can
+        # ticks open, by tick: [first arrival, last arrival, windows, bunches]; the chunks of two ticks can
         # arrive interleaved (a bed late in one tick shares a send slot with one early in the next)
         self._open: dict[int, list[float]] = {}
         self._newest = -math.inf
 
-    def chunk(self, bed_id: str, now_s: float) -> None:
-        """A chunk of ``bed_id`` arrived: the bed counts from its first chunk, a window length before its first
-        window, so the planner can shed for a ward that starts streaming before its windows queue up."""
-        self._last[bed_id] = now_s
-
-    def window(self, bed_id: str, end_s: float, now_s: float) -> None:
-        self._last[bed_id] = now_s
+    def _tick(self, end_s: float, now_s: float) -> list[float] | None:
+        """The open tick of a chunk or window ending at ``end_s`` (None: a straggler of a closed one)."""
         key = math.floor(end_s / self.chunk_s)
         if key < self._newest - 1:
-            return  # a straggler of a tick already closed
+            return None
         tick = self._open.get(key)
         if tick is None:
             self._open[key] = tick = [now_s, now_s, 0, 0]
             if key > self._newest:
                 self._newest = key
                 for old in [k for k in self._open if k < key - 1]:
-                    first, last, count, bunches = self._open.pop(old)
-                    self._ticks.append((now_s, int(count), last - first, int(bunches)))
-        if tick[2] == 0 or abs(now_s - tick[1]) >= self.BUNCH_GAP_S:
-            tick[3] += 1  # a new bunch
-        tick[0], tick[1] = min(tick[0], now_s), max(tick[1], now_s)
-        tick[2] += 1
+                    first, last, windows, bunches = self._open.pop(old)
+                    self._ticks.append((now_s, int(windows), last - first, int(bunches)))
+        return tick
+
+    def chunk(self, bed_id: str, now_s: float, end_s: float | None = None) -> None:
+        """A chunk of ``bed_id`` (its last sample at ``end_s``) arrived: the bed counts from its first chunk, a
+        window length before its first window, so the planner can shed for a ward that starts streaming before
+        its windows queue up."""
+        self._last[bed_id] = now_s
+        tick = self._tick(end_s, now_s) if end_s is not None else None
+        if tick is not None:
+            if tick[3] == 0 or abs(now_s - tick[1]) >= self.BUNCH_GAP_S:
+                tick[3] += 1  # a new bunch
+            tick[0], tick[1] = min(tick[0], now_s), max(tick[1], now_s)
+
+    def window(self, bed_id: str, end_s: float, now_s: float) -> None:
+        self._last[bed_id] = now_s
+        tick = self._tick(end_s, now_s)
+        if tick is not None:
+            tick[2] += 1
 
     def load(self, now_s: float) -> Load:
         horizon = now_s - 2 * self.hop_s
@@ -195,21 +206,25 @@ class ChunkCost:
     """The event loop's wall-clock time per chunk, ms: decoding, windowing and Faust's own work per event.
 
     A chunk handled within ``BACK_TO_BACK_S`` of the previous one's end is counted from that end, so what the
-    loop does between two events of one fetch is included; an exponentially weighted mean.
+    loop does between two events of one fetch is included. ``ms`` is the median of the last ``keep`` chunks
+    (a first chunk that pays for imports and warm-up must not set it), None until ``min_samples`` were seen.
     """
 
     BACK_TO_BACK_S = 0.002
 
-    def __init__(self, alpha: float = 0.02) -> None:
-        self.alpha = alpha
-        self.ms: float | None = None
+    def __init__(self, keep: int = 256, min_samples: int = 64) -> None:
+        self._costs: deque[float] = deque(maxlen=keep)
+        self._min_samples = min_samples
         self._end = -math.inf
 
     def record(self, started: float, ended: float) -> None:
         begin = self._end if 0 <= started - self._end < self.BACK_TO_BACK_S else started
-        ms = (ended - begin) * 1000.0
-        self.ms = ms if self.ms is None else self.ms + self.alpha * (ms - self.ms)
+        self._costs.append((ended - begin) * 1000.0)
         self._end = ended
+
+    @property
+    def ms(self) -> float | None:
+        return float(np.median(self._costs)) if len(self._costs) >= self._min_samples else None
 
 
 @dataclass(slots=True, eq=False)
@@ -812,7 +827,7 @@ def build_app(config: WorkerConfig, scorer: WindowScorer, planner: Planner | Non
                                     chunk.t0_s + chunk.n_samples / chunk.sample_rate_hz, chunk.duration_s,
                                     time.monotonic())
             now = time.time()
-            tracker.chunk(chunk.bed_id, now)
+            tracker.chunk(chunk.bed_id, now, chunk.t0_s + chunk.n_samples / chunk.sample_rate_hz)
             if outcome is ChunkOutcome.RESET:
                 log.info("bed %s changed leads or chunk length; its buffer restarted", chunk.bed_id)
                 if hold is not None:
@@ -903,7 +918,7 @@ def build_app(config: WorkerConfig, scorer: WindowScorer, planner: Planner | Non
                 last_load["load"], last_load_windows["n"] = load, counters.windows
             plan = await loop.run_in_executor(plan_pool, planner.observe, time.time(), load, slowdown.snapshot(),
                                               slowdown.contention(), measured_p99_ms(), measured_transport(),
-                                              chunk_cost.ms)
+                                              chunk_cost.ms, slowdown.jitter())
         except Exception:
             log.exception("re-planning failed; the plan in force stays")
             return
@@ -960,6 +975,7 @@ def build_app(config: WorkerConfig, scorer: WindowScorer, planner: Planner | Non
             "measured_p99_ms": p99,
             "transport": _transport_dict(measured_transport()),
             "chunk_ms": round(chunk_cost.ms, 4) if chunk_cost.ms is not None else None,
+            "jitter": list(slowdown.jitter()) if slowdown is not None else None,
         })
 
     @app.on_rebalance_complete.connect

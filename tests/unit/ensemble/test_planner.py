@@ -204,3 +204,19 @@ def test_a_slower_upstream_is_taken_and_noise_is_not(planner: Planner) -> None:
     # 60 ms more upstream at the top puts the plan in force over the 110-ms budget: it is shed, and says why
     assert new is not None and "windows reach the worker in" in new.reason
     assert planner.predict(start.member_ids, spread(64)).p99_ms > BUDGET_MS
+
+
+def test_batch_jitter_is_measured_on_whole_batches(zoo: list[ServedModel]) -> None:
+    from ensemble.scoring import FEATURES
+
+    latency = LatencyModel.from_models(zoo, Costs(feature_ms=1.0))
+    slowdown = Slowdown(latency)
+    member = "resnet1d-w16d4-rr-2l-10s@1"
+    assert slowdown.jitter() == (1.0,)  # nothing timed yet
+    profiled_s = latency.profiles[member](8) / 1000.0
+    for i in range(64):  # one batch in four runs three times as long as the others, features and model alike
+        k = 3.0 if i % 4 == 0 else 1.0
+        slowdown.record(FEATURES, 8, k * 8 * 1.0 / 1000.0)
+        slowdown.record(member, 8, k * profiled_s)
+    jitter = slowdown.jitter(levels=8)
+    assert len(jitter) == 8 and jitter[0] == pytest.approx(1 / 1.5, abs=0.05) and jitter[-1] == pytest.approx(2.0)

@@ -100,24 +100,31 @@ def test_load_tracker_counts_live_beds_and_how_aligned_they_are() -> None:
 
 
 def test_load_tracker_measures_the_spread_and_the_send_slots_of_interleaved_ticks() -> None:
-    """1,000 beds due over 5 ticks, their clocks spread over each tick, forwarded in 100-ms send slots: the
-    windows of a tick arrive in 10 bunches over the tick, and a bed late in one tick shares its slot with
-    beds early in the next (the ticks interleave)."""
+    """1,000 beds, windows due over 5 ticks, their clocks spread over each tick, forwarded in 100-ms send
+    slots: the chunks of a tick arrive in 10 bunches over the tick, and a bed late in one tick shares its
+    slot with beds early in the next (the ticks interleave). Known from the chunks before any window."""
     import math
 
     tracker = LoadTracker(hop_s=5.0)
     arrivals = []
     for tick in range(10):
-        for bed in range(tick % 5, 1000, 5):
+        for bed in range(1000):
             phase = (bed * 0.6180339887) % 1.0
             end = 1000.0 + tick + phase
-            arrivals.append((1000.0 + tick + math.ceil((phase + 0.03) * 10) / 10 + 0.0002 * (bed % 20), bed, end))
+            arrivals.append((1000.0 + tick + math.ceil((phase + 0.03) * 10) / 10 + 0.00005 * (bed % 100), bed, end))
     for at, bed, end in sorted(arrivals):
-        tracker.window(f"bed-{bed}", end_s=end, now_s=at)
+        tracker.chunk(f"bed-{bed}", at, end)
     load = tracker.load(1010.5)
-    assert (load.beds, load.phases) == (1000, 5)
+    assert load.beds == 1000
     assert load.spread_s == pytest.approx(1.0, abs=0.05)
     assert load.bunch_s == pytest.approx(0.1, abs=0.01)
+    for at, bed, end in sorted(arrivals):
+        tracker.chunk(f"bed-{bed}", at + 10, end + 10)
+        if (round(end) - bed) % 5 == 0:  # bed i's windows fall due every 5 ticks, at tick i mod 5
+            tracker.window(f"bed-{bed}", end + 10, at + 10)
+    load = tracker.load(1020.5)
+    assert (load.beds, load.phases) == (1000, 5)
+    assert load.spread_s == pytest.approx(1.0, abs=0.05) and load.bunch_s == pytest.approx(0.1, abs=0.01)
 
 
 def test_beds_count_from_their_first_chunk_before_any_window() -> None:
@@ -341,14 +348,17 @@ def test_a_full_scoring_queue_sheds_windows_as_explicit_unscorable_scores(monkey
 def test_chunk_cost_counts_the_loop_between_back_to_back_chunks() -> None:
     from ingest.worker import ChunkCost
 
-    cost = ChunkCost(alpha=1.0)  # no smoothing: the last chunk's cost
+    cost = ChunkCost(keep=1, min_samples=1)  # the last chunk's cost
     cost.record(10.0, 10.0002)
     assert cost.ms == pytest.approx(0.2)
     cost.record(10.0005, 10.0007)  # 0.3 ms after the last one ended: back to back, the gap is counted
     assert cost.ms == pytest.approx(0.5)
     cost.record(11.0, 11.0001)  # after a pause (waiting for the broker): only its own time
     assert cost.ms == pytest.approx(0.1)
-    smooth = ChunkCost(alpha=0.5)
-    smooth.record(0.0, 0.001)
-    smooth.record(1.0, 1.003)
-    assert smooth.ms == pytest.approx(2.0)
+    robust = ChunkCost(keep=256, min_samples=64)
+    robust.record(0.0, 2.0)  # the first chunk pays for warm-up
+    for i in range(62):
+        robust.record(10.0 + i, 10.0 + i + 0.0001)
+    assert robust.ms is None  # too few yet
+    robust.record(100.0, 100.0001)
+    assert robust.ms == pytest.approx(0.1)  # the median: the 2-s outlier does not count
