@@ -3,8 +3,10 @@
 What is modelled is what the worker does (``ingest.worker`` + :class:`ensemble.executor.BatchExecutor`):
 
 * every ``chunk_s`` each bed sends one chunk; the event loop decodes and windows them one after another
-  (``chunk_ms`` each), so the windows that fall due in that tick reach the executor spread over the time it
-  takes to work through the tick's chunks (those beds' chunks are spread evenly through it);
+  (``chunk_ms`` each). Chunks spread over the tick (``spread_s``) arrive in bunches ``bunch_s`` apart (a
+  gateway's send slots, a fetch's worth): a bunch is decoded in one go before the executor's task runs, so
+  its windows reach the executor together. Without bunches, the windows reach it spread over the time it
+  takes to work through the tick's chunks;
 * the executor is greedy: when idle, it takes everything queued (at most ``max_batch``) and runs one batch:
   feature extraction and the quality gate, stacked over the batch (``feature_fixed_ms`` per batch plus
   ``feature_ms`` per window), then every member once on the whole batch (the member's measured profile
@@ -17,18 +19,20 @@ What is modelled is what the worker does (``ingest.worker`` + :class:`ensemble.e
   the API consumer's fetch wait (uniform: a score waits for the fetch in flight to return).
 
 A window's latency is counted from the acquisition of its last sample (the tick time) to its score at the
-dashboard, as ``holmes bench`` measures it: the executor's part (queued to published, replayed below) and the
-transport's are independent, so their distributions are added (a convolution of quantile grids).
-Beds' windows fall due ``phases`` ticks apart per hop
-(1 = every bed at the same tick, the worst case; ``hop_s / chunk_s`` = spread evenly, as monitors that were
-switched on at different moments are). Ticks are simulated batch by batch (not window by window), for
+dashboard, as ``holmes bench`` measures it. Its executor part is the wait for its batch to start plus that
+batch's time; a batch's time varies around its mean by the measured ``jitter`` (the wait, a sum over many
+batches, is taken at its mean). The executor part and the transport are independent, so their
+distributions are added (a convolution of quantile grids). Beds' windows fall due ``phases`` ticks apart per
+hop (1 = every bed at the same tick, the worst case; ``hop_s / chunk_s`` = spread evenly, as monitors that
+were switched on at different moments are). Ticks are simulated batch by batch (not window by window), for
 ``2 * (hop_s / chunk_s)`` ticks so a backlog that one tick leaves to the next is counted; a load the
 executor cannot keep up with (busy time per hop above the hop) is reported as unstable, with infinite p99.
 
 The costs are measured, not guessed: model profiles come from the registry (``card.latency_ms``, measured on
 the serving device), the feature costs are timed at worker start on real-shaped windows, alone and in a
 batch (:func:`measure_feature_costs`), and the worker keeps comparing measured batch times with predicted ones
-(``slowdown``), which re-planning uses.
+(``slowdown``, ``contention``, ``jitter``) and measures its per-chunk cost and its upstream, which
+re-planning uses.
 """
 
 from __future__ import annotations

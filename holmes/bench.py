@@ -11,7 +11,9 @@ start (``HOLMES_PLAN_BEDS``); only ``batched`` re-plans. ``--compare`` runs the 
 
 Next to the measured latency the result carries the latency model's prediction for the ensemble in force at
 the end of the run and the measured load (``predicted_ms``), and the executor's capacity: windows per second
-of executor thread time (``capacity_windows_per_s``), the throughput one worker could sustain.
+of executor thread time (``capacity_windows_per_s``), the throughput one worker could sustain, and the same at
+equal work (``full_capacity_windows_per_s``: a partial window, whose skipped members cost nothing, counts for
+the share of its members that ran).
 """
 
 from __future__ import annotations
@@ -348,6 +350,10 @@ def worker_figures(options: BenchOptions, stats_path: Path) -> dict[str, Any]:
         "replans": stats.get("replans", 0),
         "partial": stats.get("partial", 0),
         "capacity_windows_per_s": round(executor.get("items", 0) / busy, 1) if busy > 0 else None,
+        # at equal work: windows whose members all ran (a partial window counts for the share that ran)
+        "full_capacity_windows_per_s": (
+            round(executor.get("items", 0) * stats["member_runs"] / stats["member_slots"] / busy, 1)
+            if busy > 0 and stats.get("member_slots") else None),
         "predicted_ms": None,
     }
     if members and options.mode != "offline":
@@ -472,7 +478,8 @@ def format_result(r: dict[str, Any]) -> str:
         f"  in the worker (p50/p99): "
         + ", ".join(f"{k} {v['p50']}/{v['p99']}" for k, v in r.get("worker_stages_ms", {}).items()) + "\n"
         f"  throughput {r['throughput_windows_per_s']} windows/s, executor capacity "
-        f"{r.get('capacity_windows_per_s')} windows/s\n"
+        f"{r.get('capacity_windows_per_s')} windows/s ({r.get('full_capacity_windows_per_s')} at full ensemble "
+        f"work)\n"
         f"  cpu {r['cpu_seconds']} s {r.get('cpu_seconds_by_process', {})}, peak rss {r['peak_rss_mb']} MB\n"
         f"  p99 ms by hop of window end: "
         + " ".join(f"{t['t_s']:.0f}s:{t['p99_ms']:.0f}" for t in r.get("timeline", [])) + "\n"
@@ -505,15 +512,19 @@ def run_compare(settings: Settings, options: BenchOptions) -> list[dict[str, Any
 
     ratios = {
         "capacity_batched_over_per_request": ratio(b.get("capacity_windows_per_s"), p.get("capacity_windows_per_s")),
+        "full_capacity_batched_over_per_request": ratio(b.get("full_capacity_windows_per_s"),
+                                                        p.get("full_capacity_windows_per_s")),
         "p99_per_request_over_batched": ratio(p["latency_ms"]["p99"], b["latency_ms"]["p99"]),
         "p99_offline_over_batched": ratio(o["latency_ms"]["p99"], b["latency_ms"]["p99"]),
         "p50_offline_over_batched": ratio(o["latency_ms"]["p50"], b["latency_ms"]["p50"]),
     }
     print(f"\ncompare at {options.beds} beds ({b['phases']}):")
-    print(f"  {'mode':<12} {'p50 ms':>9} {'p99 ms':>9} {'lost':>5} {'partial':>8} {'capacity win/s':>15}")
+    print(f"  {'mode':<12} {'p50 ms':>9} {'p99 ms':>9} {'lost':>5} {'partial':>8} {'capacity win/s':>15} "
+          f"{'at full work':>13}")
     for r in results:
         print(f"  {r['mode']:<12} {r['latency_ms']['p50']!s:>9} {r['latency_ms']['p99']!s:>9} "
-              f"{r['windows_lost']:>5} {r.get('partial', 0)!s:>8} {r.get('capacity_windows_per_s')!s:>15}")
+              f"{r['windows_lost']:>5} {r.get('partial', 0)!s:>8} {r.get('capacity_windows_per_s')!s:>15} "
+              f"{r.get('full_capacity_windows_per_s')!s:>13}")
     for k, v in ratios.items():
         print(f"  {k}: {v}")
     if options.json_path:

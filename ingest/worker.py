@@ -120,6 +120,9 @@ class WorkerCounters:
     scores: int = 0
     unscorable: int = 0
     partial: int = 0
+    #: member runs for scored windows, and the runs a full ensemble would have made (partial windows skip some)
+    member_runs: int = 0
+    member_slots: int = 0
     shed: int = 0
     publish_errors: int = 0
     commits: int = 0
@@ -677,6 +680,9 @@ def build_app(config: WorkerConfig, scorer: WindowScorer, planner: Planner | Non
         out = []
         for job, v in zip(jobs, verdicts, strict=True):
             w = job.window
+            if v.state == "ok":
+                counters.member_runs += len(v.models)
+                counters.member_slots += len(v.models) + len(v.skipped)
             upstream_ms.append((job.cut_s, (job.cut_s - w.end_s) * 1000.0))
             record = verdict_to_record(w, v, plan)
             if record.extra:  # where the worker's time went: chunk in -> window queued -> batch start -> done
@@ -959,6 +965,7 @@ def build_app(config: WorkerConfig, scorer: WindowScorer, planner: Planner | Non
             "at_s": time.time(), "worker_id": config.worker_id, "mode": config.exec_mode, "chunks": counters.chunks,
             "windows": counters.windows, "scores": counters.scores, "unscorable": counters.unscorable,
             "partial": counters.partial, "shed": counters.shed,
+            "member_runs": counters.member_runs, "member_slots": counters.member_slots,
             "executor": {"items": executor.items, "batches": executor.batches,
                          "busy_s": round(executor.busy_s, 3), "max_depth": executor.max_depth},
             "queue": queue_figures(),

@@ -38,3 +38,32 @@ def test_burst_phases_split_windows_by_end_time() -> None:
 def test_burst_takes_one_bed_count() -> None:
     args = build_parser().parse_args(["bench", "--beds", "64,128", "--duration", "30", "--burst"])
     assert args.fn(args) == 2
+
+
+def test_the_prediction_takes_what_the_worker_measured(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """``worker_figures`` predicts with the worker's own measurements (a stats file as the worker writes it):
+    its upstream, bunching, jitter and chunk cost move the prediction; capacity at full work discounts
+    partial windows."""
+    import json
+
+    from holmes.bench import worker_figures
+
+    members = ["rr-af@1", "resnet1d-w16d4-rr-2l-10s@1"]
+    base = {"executor": {"items": 1000, "busy_s": 2.0}, "plan": {"members": members}, "contention": 1.5,
+            "slowdown": {}, "member_runs": 1500, "member_slots": 2000}
+    measured = {**base, "transport": {"upstream_ms": [float(v) for v in range(40, 140, 10)],
+                                      "downstream_ms": 5.0, "downstream_wait_ms": 25.0},
+                "jitter": [0.5, 1.0, 1.5], "chunk_ms": 0.3, "last_load": {"bunch_s": 0.1}}
+    options = BenchOptions(beds=1000, duration_s=45.0)
+    figures = []
+    for i, stats in enumerate((base, measured)):
+        path = tmp_path / f"stats-{i}.json"
+        path.write_text(json.dumps(stats))
+        figures.append(worker_figures(options, path))
+    plain, full = figures
+    assert plain["capacity_windows_per_s"] == 500.0
+    assert plain["full_capacity_windows_per_s"] == 375.0  # three quarters of the members ran
+    # upstream up to 130 ms + up to 25 ms downstream instead of the fixed 45 ms
+    assert full["predicted_ms"]["p99_ms"] > plain["predicted_ms"]["p99_ms"] + 60
+    assert full["upstream_ms"] == {"p50": 90.0, "top": 130.0}
+    assert full["predicted_ms"]["batches_per_tick"] == pytest.approx(10.0)  # 100-ms bunches
