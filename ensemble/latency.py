@@ -274,9 +274,9 @@ class LatencyModel:
     transport : Transport
         The time outside the executor, upstream (measured by the worker) and downstream.
     jitter : tuple of float
-        Equal-probability quantiles (mean about 1) of how much one batch's CPU time varies around the
-        contention (:meth:`ensemble.planner.Slowdown.jitter`); the executor's part of each window's latency is
-        scaled by them. ``(1.0,)`` = none.
+        Equal-probability quantiles (mean about 1) of how much one batch's time varies around its mean
+        (:meth:`ensemble.planner.Slowdown.jitter`); each window's own batch time is scaled by them, its wait
+        for earlier batches is not. ``(1.0,)`` = none.
     """
 
     profiles: dict[str, BatchProfile]

@@ -156,9 +156,10 @@ class LoadTracker:
         self._newest = -math.inf
 
     def _tick(self, end_s: float, now_s: float) -> list[float] | None:
-        """The open tick of a chunk or window ending at ``end_s`` (None: a straggler of a closed one)."""
+        """The open tick of a chunk or window ending at ``end_s`` (None: a straggler of a closed one, or one
+        stamped ahead of the worker's clock, which must not close the ticks of every other bed)."""
         key = math.floor(end_s / self.chunk_s)
-        if key < self._newest - 1:
+        if key < self._newest - 1 or end_s > now_s + 2 * self.chunk_s:
             return None
         tick = self._open.get(key)
         if tick is None:
@@ -683,7 +684,6 @@ def build_app(config: WorkerConfig, scorer: WindowScorer, planner: Planner | Non
             if v.state == "ok":
                 counters.member_runs += len(v.models)
                 counters.member_slots += len(v.models) + len(v.skipped)
-            upstream_ms.append((job.cut_s, (job.cut_s - w.end_s) * 1000.0))
             record = verdict_to_record(w, v, plan)
             if record.extra:  # where the worker's time went: chunk in -> window queued -> batch start -> done
                 record.extra.update(ingest_ms=round((job.cut_s - w.end_s) * 1000.0, 1),
@@ -743,6 +743,7 @@ def build_app(config: WorkerConfig, scorer: WindowScorer, planner: Planner | Non
         now = time.time()
         measured_ms = (now - window.end_s) * 1000.0
         recent_ms.append((now, measured_ms))
+        upstream_ms.append((job.cut_s, (job.cut_s - window.end_s) * 1000.0))
         if record.extra:
             record.extra["measured_ms"] = round(measured_ms, 1)
         record.extra["worker_id"] = config.worker_id

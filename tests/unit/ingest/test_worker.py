@@ -362,3 +362,18 @@ def test_chunk_cost_counts_the_loop_between_back_to_back_chunks() -> None:
     assert robust.ms is None  # too few yet
     robust.record(100.0, 100.0001)
     assert robust.ms == pytest.approx(0.1)  # the median: the 2-s outlier does not count
+
+
+def test_a_chunk_stamped_ahead_does_not_close_every_other_beds_tick() -> None:
+    """A bed whose clock runs ahead (or a forged time stamp within HOLMES_MAX_FUTURE_S) must not make the
+    tracker take every genuine chunk for a straggler: the spread would read 0 and the planner assume
+    aligned beds."""
+    tracker = LoadTracker(hop_s=5.0)
+    for tick in range(8):
+        for bed in range(100):
+            at = 1000.0 + tick + bed / 100
+            tracker.chunk(f"bed-{bed}", at, at - 0.05)
+        tracker.chunk("ahead", 1000.0 + tick + 0.5, 1000.0 + tick + 250.0)  # 250 s ahead
+    load = tracker.load(1008.0)
+    assert load.beds == 101
+    assert load.spread_s == pytest.approx(0.99, abs=0.02)
