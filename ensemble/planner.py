@@ -266,12 +266,15 @@ class Planner:
     def candidate_ids(self) -> list[str]:
         return list(self._by_id)
 
+    def _moved(self, old: float, new: float) -> bool:
+        """Whether ``new`` is more than ``change_ratio`` away from ``old`` (either way)."""
+        return not old / self.config.change_ratio <= new <= old * self.config.change_ratio
+
     def _sticky(self, old: float, new: float) -> float:
         """``new`` rounded to the step when it moved more than ``change_ratio`` away from ``old``, else ``old``."""
-        step = self.config.slowdown_step
-        ratio = self.config.change_ratio
-        if old / ratio <= new <= old * ratio:
+        if not self._moved(old, new):
             return old
+        step = self.config.slowdown_step
         return max(1.0, round(new / step) * step)
 
     def _rounded_slowdown(self, slowdown: Mapping[str, float]) -> dict[str, float]:
@@ -440,7 +443,7 @@ class Planner:
         if chunk_ms is not None and math.isfinite(chunk_ms) and chunk_ms > 0:
             idle = chunk_ms / self._contention
             old = self.latency.costs.chunk_ms if self._chunk_ms is None else self._chunk_ms
-            if not old / self.config.change_ratio <= idle <= old * self.config.change_ratio:
+            if self._moved(old, idle):
                 self._chunk_ms = round(idle, 3)
         load = self.planning_load(load)
         members = self.current.member_ids
