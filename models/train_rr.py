@@ -31,7 +31,7 @@ from features import RR_FEATURE_NAMES, FeatureError
 from models.card import InputContract, ModelCard
 from models.data import cinc2017_labels, load_cinc2017, mitdb_record_names, mitdb_windows
 from models.errors import ModelError
-from models.evaluation import binary_metrics, expected_calibration_error, fit_temperature
+from models.evaluation import binary_metrics, expected_calibration_error, fit_temperature_keeping_ece
 from models.rr_af import RRAFNet
 from models.splits import SPLITS, cinc_split, mitdb_split
 
@@ -270,7 +270,7 @@ def fit_rr_af(table: FeatureTable, seed: int = 0, *, progress: bool = False) -> 
         model = RRAFNet(len(RR_FEATURE_NAMES), hidden=HIDDEN, dropout=DROPOUT)
         model.set_standardisation(torch.from_numpy(x_train.mean(axis=0)), torch.from_numpy(x_train.std(axis=0)))
         fit_info = _fit(model, x_train, table.y[train], table.x[val], table.y[val], generator, progress)
-    model.set_temperature(fit_temperature(_logits(model, table.x[val]), table.y[val]))
+    model.set_temperature(fit_temperature_keeping_ece(_logits(model, table.x[val]), table.y[val])[0])
     model.eval()
     return model, fit_info
 
@@ -287,7 +287,8 @@ def train_rr_af(
 
     Windows of ``window_s`` seconds at 250 Hz that pass the quality checks (and, for MIT-BIH, lie in
     one rhythm episode) are used. Training is seeded and deterministic, early-stops on the validation
-    loss, then a temperature is fitted on the validation logits. Metrics are computed on the
+    loss, then a temperature is fitted on the validation logits (kept only when it does not raise their
+    ECE). Metrics are computed on the
     validation and test splits per source.
 
     Parameters

@@ -41,7 +41,7 @@ from tqdm.auto import tqdm
 from features import RR_FEATURE_NAMES
 from models.card import InputContract, ModelCard
 from models.errors import ModelError
-from models.evaluation import expected_calibration_error, fit_temperature, nll, probability_metrics
+from models.evaluation import expected_calibration_error, fit_temperature_keeping_ece, nll, probability_metrics
 from models.rr_af import RRAFNet
 from models.windows import DATASETS, Dataset, SignalStore, WindowTable, load_tables
 from models.zoo import FAMILIES, ZOO_SPECS, ModelBatch, ServedModel, ZooSpec, load_served, profile_latency
@@ -354,14 +354,13 @@ def _calibrate(spec: ZooSpec, module: torch.nn.Module, data: ZooData, *, refit: 
 
     The temperature minimises the validation NLL; when that does not also lower the validation ECE (a
     small-sample effect when the model is already calibrated, T close to 1) the model keeps T = 1 rather
-    than trade one for the other. So calibration never worsens the validation ECE.
+    than trade one for the other (:func:`models.evaluation.fit_temperature_keeping_ece`, which rr-af v1's own
+    recipe uses too). So calibration never worsens the validation ECE.
     """
     logits, labels = _val_logits(spec, module, data)
     ece_before = expected_calibration_error(expit(logits), labels)
     if refit:
-        fitted = fit_temperature(logits, labels)
-        ece_fitted = expected_calibration_error(expit(logits / fitted), labels)
-        temperature = fitted if ece_fitted <= ece_before else 1.0
+        temperature, fitted = fit_temperature_keeping_ece(logits, labels)
         module.set_temperature(temperature)  # type: ignore[operator]
     else:
         fitted = temperature = float(module.temperature)  # type: ignore[arg-type]
