@@ -216,10 +216,12 @@ ZOO_SPECS: tuple[ZooSpec, ...] = (
     _gru(16, 32, 2, 10),
     _gru(16, 32, 1, 10, N_RR, **LONG),
     _gru(16, 32, 1, 30, N_RR, stem_strides=3, max_epochs=6, steps_per_epoch=30, batch_size=32),
+    _gru(24, 48, 1, 10, N_RR, **DEEP),
     # Attention: convolutional tokeniser (one token per 256 ms) + transformer encoder.
     _transformer(32, 2, 1, 10),
     _transformer(32, 2, 2, 10),
     _transformer(32, 2, 1, 30),
+    _transformer(48, 3, 1, 10, N_RR, **DEEP),
     # The costliest point of the zoo (about 45 ms per window, batch 1 or 16, on this CPU; 26k parameters): one
     # token per 32 ms, so 938 tokens per lead attend to each other; trained briefly, with the RR branch.
     _transformer(32, 2, 2, 30, N_RR, stem_strides=2, max_epochs=4, steps_per_epoch=20, batch_size=16),

@@ -118,7 +118,7 @@ def test_mean_calibrated_logit_ignores_whatever_is_not_present() -> None:
 
 
 def test_selected_ensembles_are_calibrated_on_validation_windows(zoo: list[ServedModel]) -> None:
-    """On the real 10-s zoo, every ensemble the selector picks (budgets from the cheapest pair to all sixteen
+    """On the real 10-s zoo, every ensemble the selector picks (budgets from the cheapest pair to all eighteen
     members' batch-1 cost) has a validation ECE, after its fitted temperatures, under the served-score target
     of 0.03; an ensemble of three or more members is no worse than the mean ECE of its members.
 

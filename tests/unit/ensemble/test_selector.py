@@ -100,10 +100,10 @@ def brute_force(
 
 def test_candidates_follow_the_stream_contract(zoo: list[ServedModel]) -> None:
     ten_two = candidates(zoo, 10.0, 2)
-    assert len(ten_two) == 16
+    assert len(ten_two) == 18
     assert all(m.contract.window_s == 10.0 for m in ten_two)
     ten_one = candidates(zoo, 10.0, 1)
-    assert len(ten_one) == 11 and all(m.contract.leads == 1 for m in ten_one)
+    assert len(ten_one) == 13 and all(m.contract.leads == 1 for m in ten_one)
     assert len(candidates(zoo, 30.0, 2)) == len(zoo)
     with pytest.raises(EnsembleError):
         candidates(zoo, 10.0, 0)
@@ -133,7 +133,7 @@ def test_windows_no_member_scored_count_as_one_half(table10: ValidationTable) ->
 
 def test_table_joins_the_validation_windows_of_the_real_zoo(table10: ValidationTable, zoo10: list[ServedModel]) -> None:
     # 10-s windows: 1,646 CinC + 1,138 MIT-BIH validation windows (models/SPLITS.md), every model on its data sets
-    assert table10.calibrated.shape == (1646 + 1138, 16)
+    assert table10.calibrated.shape == (1646 + 1138, 18)
     assert table10.split == "val"
     for j, model in enumerate(zoo10):
         on_cinc = table10.present[table10.datasets == "cinc", j]
