@@ -134,6 +134,7 @@ class Slowdown:
         self.features_at_s = -math.inf
         self._batch_ratios: deque[float] = deque(maxlen=512)  # measured / idle cost, per executor batch
         self._batch: list[float] | None = None  # the batch being timed: [measured s, idle cost s]
+        self._batches = 0  # executor batches timed (probes are not batches)
 
     def _add(self, key: str, measured_s: float, expected_s: float) -> None:
         with self._lock:
@@ -158,6 +159,7 @@ class Slowdown:
                 with self._lock:
                     if self._batch is not None:
                         self._batch_ratios.append(self._batch[0] / self._batch[1])
+                        self._batches += 1
                     self._batch = [seconds, expected_s]
             return
         profile = self._latency.profiles.get(model_id)
@@ -205,6 +207,19 @@ class Slowdown:
         """How much slower CPU work runs here than on the idle machine the costs were measured on (>= 1)."""
         with self._lock:
             return max(1.0, self._ratio(FEATURES) or 1.0)
+
+    def contention_at_least(self, assumed: float, min_batches: int = 32) -> float:
+        """:meth:`contention`, but not below ``assumed`` until ``min_batches`` executor batches were timed.
+
+        Probes time feature extraction while the executor is idle, so before the first windows they miss the
+        load the plan itself will add: at 1,000 beds a probe read 1.5x during the ward's first seconds, and
+        the executor's batches 2.1-2.5x once windows came. The configured contention is the better guess
+        until the executor has shown what it is; then the measurement wins, up or down.
+        """
+        with self._lock:
+            batches = self._batches
+        measured = self.contention()
+        return measured if batches >= min_batches else max(measured, assumed)
 
 
 @dataclass(slots=True)

@@ -924,7 +924,8 @@ def build_app(config: WorkerConfig, scorer: WindowScorer, planner: Planner | Non
             if counters.windows != last_load_windows["n"]:  # windows still coming: the load is measured
                 last_load["load"], last_load_windows["n"] = load, counters.windows
             plan = await loop.run_in_executor(plan_pool, planner.observe, time.time(), load, slowdown.snapshot(),
-                                              slowdown.contention(), measured_p99_ms(), measured_transport(),
+                                              slowdown.contention_at_least(planner.config.contention),
+                                              measured_p99_ms(), measured_transport(),
                                               chunk_cost.ms, slowdown.jitter())
         except Exception:
             log.exception("re-planning failed; the plan in force stays")

@@ -100,6 +100,22 @@ def test_a_probe_measures_the_contention_while_the_executor_is_idle(zoo: list[Se
     assert 1.0 <= slowdown.contention() < 20.0  # the machine running this test, give or take
 
 
+def test_the_assumed_contention_holds_until_the_executor_has_run(zoo: list[ServedModel]) -> None:
+    """Probes before the first windows miss the executor's own load: they may raise the assumed contention but
+    not lower it; 32 timed executor batches may."""
+    from ensemble.scoring import FEATURES
+
+    latency = LatencyModel.from_models(zoo, Costs(feature_ms=1.0))
+    slowdown = Slowdown(latency, alpha=0.5)
+    for _ in range(5):
+        slowdown.probe(ecg_like_window(), 250.0)  # the cost model says 1 ms: a probe reads what it reads
+    assert slowdown.contention_at_least(50.0) == 50.0
+    assert slowdown.contention_at_least(1.0) == slowdown.contention()
+    for _ in range(33):  # 32 executor batches (a batch counts when the next starts) at 1.5x the idle cost
+        slowdown.record(FEATURES, 8, 1.5 * 8 / 1000.0)
+    assert slowdown.contention_at_least(50.0) == pytest.approx(1.5, rel=0.01)
+
+
 def test_a_small_gain_is_not_worth_a_change(zoo: list[ServedModel]) -> None:
     latency = LatencyModel.from_models(zoo, Costs(feature_ms=1.0))
     planner = Planner(zoo, latency, PlannerConfig(budget_ms=BUDGET_MS, dwell_s=0.0, min_gain=0.05))

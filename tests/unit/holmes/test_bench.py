@@ -6,7 +6,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from holmes.bench import BenchOptions, burst_figures, format_burst
+from holmes.bench import SHARED_MACHINE_CONTENTION, BenchOptions, burst_figures, first_plan_contention, format_burst
 from holmes.cli import build_parser
 
 
@@ -67,3 +67,9 @@ def test_the_prediction_takes_what_the_worker_measured(tmp_path) -> None:  # typ
     assert full["predicted_ms"]["p99_ms"] > plain["predicted_ms"]["p99_ms"] + 60
     assert full["upstream_ms"] == {"p50": 90.0, "top": 130.0}
     assert full["predicted_ms"]["batches_per_tick"] == pytest.approx(10.0)  # 100-ms bunches
+
+
+def test_the_benchs_worker_assumes_a_shared_machine_unless_told_otherwise() -> None:
+    assert first_plan_contention({}) == str(SHARED_MACHINE_CONTENTION) == "2.0"
+    assert first_plan_contention({"HOLMES_CPU_CONTENTION": ""}) == "2.0"
+    assert first_plan_contention({"HOLMES_CPU_CONTENTION": "1.0"}) == "1.0"
