@@ -88,6 +88,8 @@ class PlannerConfig:
         How much slower CPU work is assumed to run than the profiles say until the worker has measured it
         (:class:`Slowdown`): a worker sharing a small machine with the broker, the API and the simulator
         starts with a cheaper ensemble and upgrades once measured, rather than missing deadlines first.
+        Probes taken while the executor is idle may raise it but not lower it; the executor's own batches
+        may (:meth:`Slowdown.contention_at_least`).
     """
 
     budget_ms: float = 1000.0

@@ -166,7 +166,7 @@ N_RR = len(RR_FEATURE_NAMES)
 LONG = {"max_epochs": 16, "steps_per_epoch": 50, "patience": 5}
 """Budget of the hybrid (waveform + RR) models, the candidates for the served model."""
 DEEP = {"max_epochs": 40, "steps_per_epoch": 50, "patience": 8}
-"""Budget of the one-lead accuracy point (about 8 passes over the CinC training windows)."""
+"""Budget of the one-lead accuracy points (about 8 passes over the CinC training windows)."""
 
 ZOO_SPECS: tuple[ZooSpec, ...] = (
     # RR/HRV feature models: microseconds per window once the worker has the RR vector.
@@ -203,8 +203,9 @@ ZOO_SPECS: tuple[ZooSpec, ...] = (
     _resnet(8, 3, 2, 30),
     _resnet(16, 4, 2, 30),
     _resnet(16, 4, 2, 30, N_RR, **LONG),
-    # The accuracy point for one-lead (CinC-like) wards: a wider, deeper hybrid on a budget 2.5x LONG, because
-    # the LONG hybrids were still improving when their budget ran out (best epoch = last epoch).
+    # Accuracy points for one-lead (CinC-like) wards: wider, deeper hybrids on a budget 2.5x LONG, because the
+    # LONG hybrids were still improving when their budget ran out (best epoch = last epoch). One per family:
+    # these two ResNets, and the GRU and transformer below.
     _resnet(24, 6, 1, 10, N_RR, **DEEP),
     _resnet(24, 6, 1, 30, N_RR, **DEEP),
     # The costly end of the zoo (about 15 ms per window at batch 1): full 250 Hz, 32-128 channels, 8 blocks;
