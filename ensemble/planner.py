@@ -114,6 +114,11 @@ class PlannerConfig:
             raise EnsembleError(f"invalid planner config {self}")
 
 
+MIN_TIMED_BATCHES = 32
+"""Executor batches :class:`Slowdown` must have timed before their jitter counts, and before the contention they
+measure may fall below the configured one (at most the 512 batches it keeps)."""
+
+
 class Slowdown:
     """Measured / profiled times, as ratios of exponentially decayed sums (a big batch weighs more).
 
@@ -136,7 +141,6 @@ class Slowdown:
         self.features_at_s = -math.inf
         self._batch_ratios: deque[float] = deque(maxlen=512)  # measured / idle cost, per executor batch
         self._batch: list[float] | None = None  # the batch being timed: [measured s, idle cost s]
-        self._batches = 0  # executor batches timed (probes are not batches)
 
     def _add(self, key: str, measured_s: float, expected_s: float) -> None:
         with self._lock:
@@ -161,7 +165,6 @@ class Slowdown:
                 with self._lock:
                     if self._batch is not None:
                         self._batch_ratios.append(self._batch[0] / self._batch[1])
-                        self._batches += 1
                     self._batch = [seconds, expected_s]
             return
         profile = self._latency.profiles.get(model_id)
@@ -197,10 +200,10 @@ class Slowdown:
     def jitter(self, levels: int = 16, step: float = 0.1) -> tuple[float, ...]:
         """How much one executor batch's time varies around its mean: equal-probability quantiles of the last 512
         batches' measured / idle-cost ratios (features and every member), divided by their mean, rounded to
-        ``step``; ``(1.0,)`` until 32 were timed."""
+        ``step``; ``(1.0,)`` until :data:`MIN_TIMED_BATCHES` were timed."""
         with self._lock:
             ratios = np.array(self._batch_ratios)
-        if len(ratios) < 32:
+        if len(ratios) < MIN_TIMED_BATCHES:
             return (1.0,)
         q = np.quantile(ratios / ratios.mean(), (np.arange(levels) + 0.5) / levels)
         return tuple(float(v) for v in np.maximum(np.round(q / step) * step, step))
@@ -210,8 +213,9 @@ class Slowdown:
         with self._lock:
             return max(1.0, self._ratio(FEATURES) or 1.0)
 
-    def contention_at_least(self, assumed: float, min_batches: int = 32) -> float:
-        """:meth:`contention`, but not below ``assumed`` until ``min_batches`` executor batches were timed.
+    def contention_at_least(self, assumed: float) -> float:
+        """:meth:`contention`, but not below ``assumed`` until :data:`MIN_TIMED_BATCHES` executor batches were
+        timed.
 
         Probes time feature extraction while the executor is idle, so before the first windows they miss the
         load the plan itself will add: at 1,000 beds a probe read 1.5x during the ward's first seconds, and
@@ -219,9 +223,9 @@ class Slowdown:
         until the executor has shown what it is; then the measurement wins, up or down.
         """
         with self._lock:
-            batches = self._batches
+            timed = len(self._batch_ratios)
         measured = self.contention()
-        return measured if batches >= min_batches else max(measured, assumed)
+        return measured if timed >= MIN_TIMED_BATCHES else max(measured, assumed)
 
 
 @dataclass(slots=True)
