@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Generic, TypeVar
@@ -67,6 +68,15 @@ class BatchExecutor(Generic[T, R]):
         #: seconds the thread spent in ``fn`` (capacity = items / busy_s)
         self.busy_s = 0.0
         self.max_depth = 0
+        #: seconds the event loop spent in ``deliver`` for the batches of ``deliver_recent`` (the last 64
+        #: batches of more than one item: (items, seconds)); the next batch waits for it
+        self.deliver_recent: deque[tuple[int, float]] = deque(maxlen=64)
+
+    @property
+    def deliver_ms(self) -> float | None:
+        """The event loop's ms per delivered item over the recent batches (None before any of two or more)."""
+        items = sum(n for n, _ in self.deliver_recent)
+        return 1000.0 * sum(s for _, s in self.deliver_recent) / items if items else None
 
     @property
     def depth(self) -> int:
@@ -128,8 +138,11 @@ class BatchExecutor(Generic[T, R]):
         else:
             self.batches += 1
             self.items += len(batch)
+            delivering = time.perf_counter()
             for item, result in zip(batch, results, strict=True):
                 await self._deliver(item, result)
+            if len(batch) > 1:
+                self.deliver_recent.append((len(batch), time.perf_counter() - delivering))
         finally:
             for _ in batch:
                 self._queue.task_done()

@@ -264,6 +264,8 @@ class Planner:
     _old_contention: float = 1.0
     _transport: Transport = field(default_factory=Transport)
     _chunk_ms: float | None = None
+    _deliver_ms: float | None = None
+    _old_deliver_ms: float | None = None
     _jitter: tuple[float, ...] = (1.0,)
     _old_upstream: tuple[float, float] = (0.0, 0.0)
     _last_search_s: float = -math.inf
@@ -302,6 +304,14 @@ class Planner:
         out = {m: self._sticky(self._slowdown.get(m, 1.0), r) for m, r in slowdown.items() if m in self._by_id}
         return {m: r for m, r in out.items() if r > 1.0}
 
+    def _measured_cost(self, measured_ms: float | None, prior_ms: float, in_use_ms: float | None) -> float | None:
+        """A measured per-event cost (wall ms at the contention in use) as the idle cost to plan with, when it moved
+        more than ``change_ratio`` from the one in use (``in_use_ms``, else ``prior_ms``); else ``in_use_ms``."""
+        if measured_ms is None or not math.isfinite(measured_ms) or measured_ms <= 0:
+            return in_use_ms
+        idle = measured_ms / self._contention
+        return round(idle, 3) if self._moved(prior_ms if in_use_ms is None else in_use_ms, idle) else in_use_ms
+
     @staticmethod
     def _upstream_figures(transport: Transport) -> tuple[float, float]:
         """Median and top of the upstream time (ms, at least 1): what decides whether a new measure is taken."""
@@ -321,7 +331,11 @@ class Planner:
 
     def model(self) -> LatencyModel:
         """The latency model with what was observed so far: slowdowns, contention, transport, chunk cost."""
-        costs = self.latency.costs if self._chunk_ms is None else replace(self.latency.costs, chunk_ms=self._chunk_ms)
+        costs = self.latency.costs
+        if self._chunk_ms is not None:
+            costs = replace(costs, chunk_ms=self._chunk_ms)
+        if self._deliver_ms is not None:
+            costs = replace(costs, deliver_ms=self._deliver_ms)
         return replace(self.latency, costs=costs, slowdown=self._slowdown, contention=self._contention,
                        transport=self._transport, jitter=self._jitter)
 
@@ -361,7 +375,7 @@ class Planner:
         single model when none is (reported with ``method="cheapest"``). With ``now_s``, a search that is not
         memoised yet runs only if none ran in the last ``search_interval_s`` (else None: not now)."""
         key = (load, tuple(sorted(self._slowdown.items())), self._contention, self._transport, self._chunk_ms,
-               self._jitter)
+               self._deliver_ms, self._jitter)
         if key in self._cache:
             return self._cache[key]
         if now_s is not None:
@@ -433,7 +447,7 @@ class Planner:
     def observe(self, now_s: float, load: Load, slowdown: Mapping[str, float] | None = None,
                 contention: float | None = None, measured_p99_ms: float | None = None,
                 transport: Transport | None = None, chunk_ms: float | None = None,
-                jitter: tuple[float, ...] | None = None) -> ServingPlan | None:
+                jitter: tuple[float, ...] | None = None, deliver_ms: float | None = None) -> ServingPlan | None:
         """Re-plan if needed (see the module docstring); returns the new plan, or None to keep the current.
 
         ``slowdown`` and ``contention`` are :class:`Slowdown`'s figures (rounded to ``slowdown_step`` here).
@@ -444,7 +458,9 @@ class Planner:
         (:meth:`ensemble.latency.Transport.measured`), taken when its median or top differs from the one in
         use by more than ``change_ratio``. ``chunk_ms`` is the event loop's measured time per chunk (wall
         clock, at the contention measured with it), taken as ``costs.chunk_ms`` when it moved by as much.
-        ``jitter`` is :meth:`Slowdown.jitter`, taken when its top quantile moved by as much.
+        ``jitter`` is :meth:`Slowdown.jitter`, taken when its top quantile moved by as much. ``deliver_ms`` is
+        the event loop's measured time per published score (wall clock, at the measured contention), taken as
+        ``costs.deliver_ms`` the same way: a batch's last score goes out ``batch * deliver_ms`` after its first.
         """
         if self.current is None:
             raise EnsembleError("observe() before start()")
@@ -461,11 +477,9 @@ class Planner:
             self._transport = transport
         if jitter is not None and jitter and self._sticky(self._jitter[-1], jitter[-1]) != self._jitter[-1]:
             self._jitter = tuple(jitter)
-        if chunk_ms is not None and math.isfinite(chunk_ms) and chunk_ms > 0:
-            idle = chunk_ms / self._contention
-            old = self.latency.costs.chunk_ms if self._chunk_ms is None else self._chunk_ms
-            if self._moved(old, idle):
-                self._chunk_ms = round(idle, 3)
+        self._chunk_ms = self._measured_cost(chunk_ms, self.latency.costs.chunk_ms, self._chunk_ms)
+        self._old_deliver_ms = self._deliver_ms
+        self._deliver_ms = self._measured_cost(deliver_ms, self.latency.costs.deliver_ms, self._deliver_ms)
         load = self.planning_load(load)
         members = self.current.member_ids
         threatened = self.config.budget_ms * (1.0 - self.config.margin / 2)
@@ -544,6 +558,9 @@ class Planner:
         if upstream != self._old_upstream:
             parts.append("windows reach the worker in {:.0f}/{:.0f} ms p50/top (was {:.0f}/{:.0f})".format(
                 *upstream, *self._old_upstream))
+        if self._deliver_ms != self._old_deliver_ms:
+            old_ms = self.latency.costs.deliver_ms if self._old_deliver_ms is None else self._old_deliver_ms
+            parts.append(f"a score takes {self._deliver_ms:.2f} ms to publish (was {old_ms:.2f})")
         for m in members:
             new, old = self._slowdown.get(m, 1.0), old_slowdown.get(m, 1.0)
             if abs(new - old) > 1e-9:

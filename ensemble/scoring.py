@@ -5,10 +5,13 @@ turns their logits into one calibrated probability, the budget and the latency t
 have. :class:`WindowScorer` holds the plan in force (a re-plan swaps it between batches) and scores a batch
 of windows: the quality gate and features per window, then each member once on all the windows it can read
 (one call per member per batch: windows due together are batched across beds). Each window may carry a
-deadline: before a member runs, its predicted time for the batch (its latency profile, times the slowdown
-measured so far) is checked against each window's deadline; windows that would miss it skip that member
-and their score is combined from the members that ran, marked partial, the skipped members named. The
-first member able to read a window always runs for it, so a window late already still gets a score.
+deadline (the worker's already allows for publishing the batch's scores one by one): before a member runs,
+its predicted time for the batch (its latency profile, times the slowdown measured so far) is checked
+against the batch's binding deadline, the earliest of the windows that can still make theirs, because every
+window of a batch is published only after its last member. A member that would miss it is skipped by the
+whole batch, and those windows' scores are combined from the members that ran, marked partial, the skipped
+members named. The first member able to read a window always runs for it, so a window late already still
+gets a score; a window late already does not bind the others.
 """
 
 from __future__ import annotations
@@ -281,16 +284,17 @@ class WindowScorer:
                                           feats.quality.sqi, feats.heart_rate_bpm, ())
                 else:
                     fallback_of[i] = k
-        deadlines = np.full(len(signals), np.inf) if deadlines_s is None else np.asarray(deadlines_s, dtype=float)
+        binding = self._binding_deadline(deadlines_s)
         for j, model in enumerate(members):
             want = [i for i in scorable if reads[i, j]]
             if not want:
                 continue
-            if self.latency is not None and deadlines_s is not None:
-                mid = _model_id(model)
-                finish = self.clock() + self._predicted_s(mid, len(want))
-                # a window whose first readable member is this one always runs it
-                want = [i for i in want if finish <= deadlines[i] or not ran[i].any()]
+            if self.latency is not None and binding is not None:
+                finish = self.clock() + self._predicted_s(_model_id(model), len(want))
+                # every window of the batch is published after its last member, so a member runs only if the
+                # tightest deadline allows it; a window whose first readable member this is always runs it
+                if finish > binding:
+                    want = [i for i in want if not ran[i].any()]
             self._run(model, j, want, signals, sample_rate_hz, extracted, logits)
             ran[want, j] = True
         for k, model in enumerate(plan.fallback):
@@ -314,6 +318,16 @@ class WindowScorer:
                 skipped = tuple(ids[j] for j in range(n_members) if reads[i, j] and not ran[i, j])
                 verdicts[i] = Verdict("ok", float(risk), None, feats.quality.sqi, feats.heart_rate_bpm, used, skipped)
         return [v for v in verdicts if v is not None]
+
+    def _binding_deadline(self, deadlines_s: Sequence[float] | None) -> float | None:
+        """The deadline every member must meet: the earliest of the windows that can still make theirs (a
+        window late already cannot be helped by skipping members that run for the others); the earliest of all
+        when none can (then only the first readable members run). None: no deadlines to check."""
+        if deadlines_s is None or len(deadlines_s) == 0:
+            return None
+        deadlines = np.asarray(deadlines_s, dtype=float)
+        live = deadlines[deadlines >= self.clock()]
+        return float(live.min() if live.size else deadlines.min())
 
     def _predicted_s(self, model_id: str, batch: int) -> float:
         assert self.latency is not None

@@ -394,6 +394,8 @@ def worker_figures(options: BenchOptions, stats_path: Path) -> dict[str, Any]:
         model.jitter = tuple(stats.get("jitter") or (1.0,))
         if stats.get("chunk_ms"):  # the event loop's measured time per chunk, at that contention
             model.costs = replace(model.costs, chunk_ms=float(stats["chunk_ms"]) / model.contention)
+        if executor.get("deliver_ms"):  # and per published score
+            model.costs = replace(model.costs, deliver_ms=float(executor["deliver_ms"]) / model.contention)
         model.slowdown = {m: float(r) for m, r in (stats.get("slowdown") or {}).items() if m in members}
         out["predicted_ms"] = model.predict(members, load).as_dict()
         out["contention"] = round(model.contention, 2)

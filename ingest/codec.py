@@ -16,6 +16,7 @@ import dataclasses
 import json
 import math
 import struct
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -235,6 +236,18 @@ def _finite_number(x: object) -> bool:
         return False
 
 
+def _finite_numbers(values: Sequence[object]) -> bool:
+    """``all(_finite_number(x) for x in values)``, in a fifth of the time for the usual case (every value a
+    float): a NaN or an infinity makes the exact sum non-finite, and an overflow falls back to the check one
+    by one. A score's 200-value strip was half of its encoding time on the worker's event loop."""
+    if all(type(x) is float for x in values):
+        try:
+            return math.isfinite(math.fsum(values))  # type: ignore[arg-type]
+        except (OverflowError, ValueError):  # an intermediate overflow, or inf - inf: one by one
+            pass
+    return all(_finite_number(x) for x in values)
+
+
 def _check_score(r: ScoreRecord) -> None:
     number = _finite_number
     if not isinstance(r.bed_id, str) or not BED_ID_RE.fullmatch(r.bed_id):
@@ -254,7 +267,7 @@ def _check_score(r: ScoreRecord) -> None:
         raise DecodeError("wrong-schema", "an ok score needs a risk")
     if not all(isinstance(m, str) for m in r.models) or not isinstance(r.complete, bool):
         raise DecodeError("wrong-schema", "models must be a list of names and complete a boolean")
-    if len(r.strip_mv) > MAX_STRIP_SAMPLES or not all(number(x) for x in r.strip_mv):
+    if len(r.strip_mv) > MAX_STRIP_SAMPLES or not _finite_numbers(r.strip_mv):
         raise DecodeError("wrong-schema", f"strip_mv must be at most {MAX_STRIP_SAMPLES} finite numbers")
     if r.strip_hz is not None and not (number(r.strip_hz) and 0 < r.strip_hz <= 500):
         raise DecodeError("wrong-schema", "strip_hz must be in (0, 500]")

@@ -620,7 +620,8 @@ def build_app(config: WorkerConfig, scorer: WindowScorer, planner: Planner | Non
 
     With a ``planner`` the worker re-plans its ensemble as the load changes (``replan_interval_s``) and
     publishes every plan on the plans topic; windows carry deadlines (``budget_ms`` after acquisition, less
-    :attr:`WorkerConfig.deadline_margin_s`) except in offline mode. Waveform offsets are committed by the
+    :attr:`WorkerConfig.deadline_margin_s` and the measured time to publish the scores ahead of it in its batch)
+    except in offline mode. Waveform offsets are committed by the
     worker's :class:`CommitLedger` (module docstring), not by Faust.
     """
     from faust.types import TP
@@ -675,8 +676,11 @@ def build_app(config: WorkerConfig, scorer: WindowScorer, planner: Planner | Non
         plan = scorer.plan
         started = time.time()
         windows = [j.window for j in jobs]
+        # scores go out one by one after the batch: the k-th waits for k publications (measured per score)
+        deliver_s = publish_ms_per_score() / 1000.0
         verdicts = scorer.score([w.samples for w in windows], config.sample_rate_hz,
-                                [w.end_s + budget_s for w in windows] if deadlines else None)
+                                [w.end_s + budget_s - deliver_s * (k + 1) for k, w in enumerate(windows)]
+                                if deadlines else None)
         done = time.time()
         out = []
         for job, v in zip(jobs, verdicts, strict=True):
@@ -691,6 +695,15 @@ def build_app(config: WorkerConfig, scorer: WindowScorer, planner: Planner | Non
                                     exec_ms=round((done - started) * 1000.0, 1), batch=len(jobs))
             out.append((record, v.partial))
         return out
+
+    def publish_ms_per_score() -> float:
+        """The event loop's time per published score: measured once batches of several went out, else the
+        latency model's prior at the assumed contention."""
+        if executor.deliver_ms is not None:
+            return executor.deliver_ms
+        if planner is None:
+            return 0.0
+        return planner.latency.costs.deliver_ms * planner.config.contention
 
     async def publish(topic: Any, key: bytes, value: bytes, on_done: Callable[[], None] | None,
                       attempt: int = 1) -> None:
@@ -926,7 +939,7 @@ def build_app(config: WorkerConfig, scorer: WindowScorer, planner: Planner | Non
             plan = await loop.run_in_executor(plan_pool, planner.observe, time.time(), load, slowdown.snapshot(),
                                               slowdown.contention_at_least(planner.config.contention),
                                               measured_p99_ms(), measured_transport(),
-                                              chunk_cost.ms, slowdown.jitter())
+                                              chunk_cost.ms, slowdown.jitter(), executor.deliver_ms)
         except Exception:
             log.exception("re-planning failed; the plan in force stays")
             return
@@ -969,7 +982,8 @@ def build_app(config: WorkerConfig, scorer: WindowScorer, planner: Planner | Non
             "partial": counters.partial, "shed": counters.shed,
             "member_runs": counters.member_runs, "member_slots": counters.member_slots,
             "executor": {"items": executor.items, "batches": executor.batches,
-                         "busy_s": round(executor.busy_s, 3), "max_depth": executor.max_depth},
+                         "busy_s": round(executor.busy_s, 3), "max_depth": executor.max_depth,
+                         "deliver_ms": None if executor.deliver_ms is None else round(executor.deliver_ms, 4)},
             "queue": queue_figures(),
             "delivery": {**delivery, "in_flight_sends": sending["in_flight"], "retrying_sends": len(retries),
                          "publish_errors": counters.publish_errors, "commits": counters.commits},

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Sequence
 
 import pytest
@@ -109,3 +110,21 @@ def test_per_request_mode_runs_one_item_per_call_and_offline_mode_waits_for_the_
     assert asyncio.run(run(period_s=0.2, max_batch=4)) == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
     with pytest.raises(EnsembleError):
         BatchExecutor(record, _noop, period_s=0.0)
+
+
+def test_the_event_loop_time_per_delivered_item_is_measured() -> None:
+    async def slow_deliver(item: int, result: int) -> None:
+        time.sleep(0.002)  # the work a publication does on the event loop (encoding, the producer)
+
+    async def main() -> BatchExecutor[int, int]:
+        ex: BatchExecutor[int, int] = BatchExecutor(lambda xs: list(xs), slow_deliver, max_batch=8)
+        assert ex.deliver_ms is None
+        for i in range(16):
+            ex.submit(i)
+        await ex.start()
+        await ex.stop()
+        return ex
+
+    ex = asyncio.run(main())
+    assert [n for n, _ in ex.deliver_recent] == [8, 8]
+    assert ex.deliver_ms is not None and ex.deliver_ms >= 2.0

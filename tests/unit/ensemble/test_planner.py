@@ -236,3 +236,16 @@ def test_batch_jitter_is_measured_on_whole_batches(zoo: list[ServedModel]) -> No
         slowdown.record(member, 8, k * profiled_s)
     jitter = slowdown.jitter(levels=8)
     assert len(jitter) == 8 and jitter[0] == pytest.approx(1 / 1.5, abs=0.05) and jitter[-1] == pytest.approx(2.0)
+
+
+def test_a_slower_publication_is_taken_and_noise_is_not(planner: Planner) -> None:
+    start = planner.start(spread(64))
+    prior = planner.latency.costs.deliver_ms
+    assert planner.observe(1.0, spread(64), {}, 1.0, deliver_ms=prior * 1.1) is None
+    assert planner.model().costs.deliver_ms == prior  # within change_ratio: noise
+    # 3 ms per score: a batch's last score goes out tens of ms after its first, over the 110-ms budget
+    new = planner.observe(2.0, spread(64), {}, 1.0, deliver_ms=3.0)
+    assert planner.model().costs.deliver_ms == 3.0
+    assert new is not None and "a score takes 3.00 ms to publish" in new.reason
+    assert new.predicted_p99_ms <= BUDGET_MS
+    assert planner.predict(start.member_ids, spread(64)).p99_ms > BUDGET_MS

@@ -109,8 +109,13 @@ def test_a_member_that_would_miss_the_deadline_is_skipped_and_named(
     assert all(v.models == ids and not v.partial for v in on_time)
     for v in late:  # the first member always runs; the others are dropped and named
         assert v.state == "ok" and v.models == ids[:1] and v.skipped == ids[1:] and v.partial
+    # a batch is published after its last member: the window late already gets every member that runs for
+    # the others (skipping them would not publish it any sooner), and a tight deadline binds the whole batch
     mixed = scorer.score(windows[:2], 250.0, [now + 60.0, now - 1.0])
-    assert [v.partial for v in mixed] == [False, True]
+    assert [v.models for v in mixed] == [ids, ids]
+    frozen = WindowScorer(ServingPlan.of(members), latency=LatencyModel.from_models(members), clock=lambda: now)
+    tight = frozen.score(windows[:2], 250.0, [now + 60.0, now + 1e-6])  # live, but no time for a second member
+    assert all(v.models == ids[:1] and v.skipped == ids[1:] for v in tight)
 
 
 def test_batched_and_one_at_a_time_give_the_same_scores(zoo: list[ServedModel], windows: list[np.ndarray]) -> None:
