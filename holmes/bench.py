@@ -516,8 +516,8 @@ def run_compare(settings: Settings, options: BenchOptions) -> list[dict[str, Any
 
     plan_settings = WorkerSettings(plan_beds=options.beds, plan_phases=options.stagger_ticks,
                                    budget_ms=options.deadline_ms, hop_s=options.hop_s, window_s=options.window_s)
-    planner = build_planner(load_zoo(), plan_settings)
-    members = ",".join(planner.start(first_load(plan_settings)).member_ids)
+    members = options.ensemble or ",".join(build_planner(load_zoo(), plan_settings).start(
+        first_load(plan_settings)).member_ids)
     print(f"compare: every mode serves {members}", flush=True)
     results = [run_bench(settings, replace(options, mode=mode, json_path=None, ensemble=members))
                for mode in ("batched", "per-request", "offline")]

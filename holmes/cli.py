@@ -88,13 +88,13 @@ def cmd_worker(args: argparse.Namespace) -> int:
     zoo = load_zoo(settings.model_dir, device=device)
     log.info("models on %s (HOLMES_DEVICE=%s)", device, settings.device)
     planner = build_planner(zoo, settings, search_in_process=True)  # searches never take the executor's GIL
-    latency = planner.latency
     plan = planner.start(first_load(settings))
     warm_plan(plan, settings.max_batch)
     # The executor thread and the event loop share the GIL: hand it over every 1 ms rather than 5 ms, or
     # each torch call that gives it up may wait up to 5 ms to get it back.
     sys.setswitchinterval(0.001)
-    scorer = WindowScorer(plan, latency=latency)
+    # deadline checks predict with the assumed contention until the worker measures one (build_app updates it)
+    scorer = WindowScorer(plan, latency=planner.model())
     log.info("serving %s (%s); fallback %s", ", ".join(plan.member_ids), plan.reason,
              ", ".join(m.model_id for m in plan.fallback) or "none")
     config = WorkerConfig(
@@ -227,7 +227,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         beds=beds[0], duration_s=args.duration, hop_s=args.hop, window_s=args.window,
         source=args.source, chunk_s=args.chunk_s, deadline_ms=args.deadline_ms,
         json_path=Path(args.json) if args.json else None, mode=args.mode, aligned=args.aligned,
-        offline_period_s=args.offline_period, burst=args.burst,
+        offline_period_s=args.offline_period, burst=args.burst, ensemble=args.ensemble,
     )
     if args.burst and (args.compare or len(beds) > 1):
         print("--burst takes one bed count and one mode", file=sys.stderr)
@@ -408,6 +408,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--burst", action="store_true",
                    help="2x burst: as many beds again join for the middle third of the run; prints latency before, "
                         "during and after, and the plans in force")
+    p.add_argument("--ensemble", default="", metavar="IDS",
+                   help="comma-separated model ids to serve whatever the load (HOLMES_ENSEMBLE); default: the "
+                        "planner chooses, and --compare pins the plan a batched worker starts with")
     p.add_argument("--json", default=None, help="write the result here (--compare: one file, all modes)")
     p.set_defaults(fn=cmd_bench)
 

@@ -940,6 +940,8 @@ def build_app(config: WorkerConfig, scorer: WindowScorer, planner: Planner | Non
                                               slowdown.contention_at_least(planner.config.contention),
                                               measured_p99_ms(), measured_transport(),
                                               chunk_cost.ms, slowdown.jitter(), executor.deliver_ms)
+            # the deadline checks predict with what the planner now knows (contention, slowdowns, costs)
+            scorer.latency = planner.model()
         except Exception:
             log.exception("re-planning failed; the plan in force stays")
             return
