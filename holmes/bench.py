@@ -437,8 +437,36 @@ def summarise(options: BenchOptions, expected: int, listener: ScoreListener, sam
         "peak_rss_mb": round(sampler.peak_rss_mb, 1),
         "states": listener.states,
         "timeline": timeline(listener, options.hop_s),
+        "by_plan": by_plan(listener),
         "machine": machine_description(),
     }
+
+
+def by_plan(listener: ScoreListener) -> list[dict[str, Any]]:
+    """Measured latency of the windows scored under each plan, next to the p99 that plan was predicted to have
+    when it went into force (``extra.predicted_ms``): the prediction for an ensemble set against that ensemble's
+    own windows, where the run-wide p99 mixes plans."""
+    groups: dict[int, list[float]] = {}
+    predicted: dict[int, float] = {}
+    members: dict[int, int] = {}
+    for key, latency_s in listener.arrivals.items():
+        extra = listener.extras.get(key) or {}
+        plan_id = extra.get("plan_id")
+        if not isinstance(plan_id, int):
+            continue
+        groups.setdefault(plan_id, []).append(latency_s * 1000.0)
+        if isinstance(extra.get("predicted_ms"), int | float):
+            predicted[plan_id] = float(extra["predicted_ms"])
+        members[plan_id] = max(members.get(plan_id, 0), len(extra.get("models") or []))
+    out = []
+    for plan_id in sorted(groups):
+        ms = np.asarray(groups[plan_id])
+        p99 = float(np.percentile(ms, 99))
+        pred = predicted.get(plan_id)
+        out.append({"plan_id": plan_id, "windows": int(ms.size), "members": members[plan_id],
+                    "p50_ms": round(float(np.percentile(ms, 50)), 1), "p99_ms": round(p99, 1),
+                    "predicted_p99_ms": pred, "measured_over_predicted": round(p99 / pred, 2) if pred else None})
+    return out
 
 
 def timeline(listener: ScoreListener, hop_s: float) -> list[dict[str, float]]:
@@ -498,7 +526,10 @@ def format_result(r: dict[str, Any]) -> str:
         f"{r.get('capacity_windows_per_s')} windows/s ({r.get('full_capacity_windows_per_s')} at full ensemble "
         f"work)\n"
         f"  cpu {r['cpu_seconds']} s {r.get('cpu_seconds_by_process', {})}, peak rss {r['peak_rss_mb']} MB\n"
-        f"  p99 ms by hop of window end: "
+        + "".join(f"  plan {p['plan_id']} ({p['members']} members): {p['windows']} windows, p50/p99 {p['p50_ms']:.0f}/"
+                  f"{p['p99_ms']:.0f} ms, predicted p99 {p['predicted_p99_ms']} ms when it went into force "
+                  f"(measured/predicted {p['measured_over_predicted']})\n" for p in r.get("by_plan", [])) +
+        "  p99 ms by hop of window end: "
         + " ".join(f"{t['t_s']:.0f}s:{t['p99_ms']:.0f}" for t in r.get("timeline", [])) + "\n"
         f"  machine: {r['machine']}"
     )

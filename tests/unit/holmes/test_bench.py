@@ -73,3 +73,21 @@ def test_the_benchs_worker_assumes_a_shared_machine_unless_told_otherwise() -> N
     assert first_plan_contention({}) == str(SHARED_MACHINE_CONTENTION) == "2.0"
     assert first_plan_contention({"HOLMES_CPU_CONTENTION": ""}) == "2.0"
     assert first_plan_contention({"HOLMES_CPU_CONTENTION": "1.0"}) == "1.0"
+
+
+def test_each_plan_is_measured_on_its_own_windows() -> None:
+    from holmes.bench import by_plan
+
+    arrivals = {("bed-001", 10.0): 0.8, ("bed-002", 10.0): 0.9,  # the start plan, heavy
+                ("bed-001", 15.0): 0.2, ("bed-002", 15.0): 0.25, ("bed-003", 15.0): 0.3,  # after the shed
+                ("bed-004", 15.0): 0.1}  # a score without provenance (a scoring error): in no plan
+    extras = {("bed-001", 10.0): {"plan_id": 0, "predicted_ms": 780.0, "models": ["a@1", "b@1", "c@1"]},
+              ("bed-002", 10.0): {"plan_id": 0, "predicted_ms": 780.0, "models": ["a@1", "b@1"]},
+              ("bed-001", 15.0): {"plan_id": 1, "predicted_ms": 250.0, "models": ["a@1"]},
+              ("bed-002", 15.0): {"plan_id": 1, "predicted_ms": 250.0, "models": ["a@1"]},
+              ("bed-003", 15.0): {"plan_id": 1, "predicted_ms": 250.0, "models": ["a@1"]},
+              ("bed-004", 15.0): {}}
+    rows = by_plan(SimpleNamespace(arrivals=arrivals, extras=extras))  # type: ignore[arg-type]
+    assert [(r["plan_id"], r["windows"], r["members"]) for r in rows] == [(0, 2, 3), (1, 3, 1)]
+    assert rows[0]["p99_ms"] == pytest.approx(899.0) and rows[0]["predicted_p99_ms"] == 780.0
+    assert rows[1]["measured_over_predicted"] == pytest.approx(round(299.0 / 250.0, 2))
