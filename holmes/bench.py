@@ -374,7 +374,11 @@ def worker_figures(options: BenchOptions, stats_path: Path) -> dict[str, Any]:
     if members and options.mode != "offline":
         zoo = [m for m in load_zoo() if m.model_id in members]
         batch = 1 if options.mode == "per-request" else 256
-        fixed_ms, per_window_ms = measure_feature_costs()
+        # the feature costs the worker timed at its start: its contention is measured against those (timing
+        # them again here, on a machine that is now idle, mixed two baselines)
+        costs = stats.get("feature_costs_ms") or {}
+        fixed_ms, per_window_ms = ((float(costs["fixed"]), float(costs["per_window"])) if costs
+                                   else measure_feature_costs())
         model = LatencyModel.from_models(zoo, Costs(feature_ms=per_window_ms, feature_fixed_ms=fixed_ms,
                                                     max_batch=batch))
         # the transport the worker measured last (upstream) with the API's fetch wait (downstream)

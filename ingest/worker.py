@@ -1001,6 +1001,9 @@ def build_app(config: WorkerConfig, scorer: WindowScorer, planner: Planner | Non
             "transport": _transport_dict(measured_transport()),
             "chunk_ms": round(chunk_cost.ms, 4) if chunk_cost.ms is not None else None,
             "jitter": list(slowdown.jitter()) if slowdown is not None else None,
+            # the idle feature costs timed at start: the contention above is measured against them
+            "feature_costs_ms": None if planner is None else {
+                "fixed": planner.latency.costs.feature_fixed_ms, "per_window": planner.latency.costs.feature_ms},
         })
 
     @app.on_rebalance_complete.connect

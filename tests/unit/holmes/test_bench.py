@@ -67,6 +67,14 @@ def test_the_prediction_takes_what_the_worker_measured(tmp_path) -> None:  # typ
     assert full["predicted_ms"]["p99_ms"] > plain["predicted_ms"]["p99_ms"] + 60
     assert full["upstream_ms"] == {"p50": 90.0, "top": 130.0}
     assert full["predicted_ms"]["batches_per_tick"] == pytest.approx(10.0)  # 100-ms bunches
+    # the feature costs the worker timed at its start, against which its contention was measured, and the
+    # event loop's measured time per published score
+    costly = {**measured, "feature_costs_ms": {"fixed": 0.0, "per_window": 5.0},
+              "executor": {**measured["executor"], "deliver_ms": 3.0}}
+    path = tmp_path / "stats-costly.json"
+    path.write_text(json.dumps(costly))
+    dear = worker_figures(options, path)
+    assert dear["predicted_ms"]["p99_ms"] > full["predicted_ms"]["p99_ms"] + 50
 
 
 def test_the_benchs_worker_assumes_a_shared_machine_unless_told_otherwise() -> None:
