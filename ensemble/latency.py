@@ -41,7 +41,7 @@ import bisect
 import functools
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -431,25 +431,29 @@ def ecg_like_window(seconds: float = 10.0, leads: int = 2, fs_hz: float = 250.0,
 
 
 def measure_feature_ms(repeats: int = 20, seconds: float = 10.0, leads: int = 2, fs_hz: float = 250.0,
-                       batch: int = 1) -> float:
-    """Median ms per window of :func:`features.extract_batch` on ``batch`` ECG-shaped windows (beats every
-    0.8 s on noise)."""
+                       batch: int = 1, extract: Callable[[Sequence[np.ndarray], float], object] | None = None) -> float:
+    """Median ms per window of :func:`features.extract_batch` (or ``extract``, the scorer's) on ``batch``
+    ECG-shaped windows (beats every 0.8 s on noise)."""
     import features
 
+    run = extract or features.extract_batch
     windows = [ecg_like_window(seconds, leads, fs_hz, seed) for seed in range(batch)]
-    features.extract_batch(windows, fs_hz)
+    run(windows, fs_hz)
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
-        features.extract_batch(windows, fs_hz)
+        run(windows, fs_hz)
         times.append(time.perf_counter() - start)
     return float(np.median(times) * 1000.0) / batch
 
 
-def measure_feature_costs(batch: int = 32, repeats: int = 10) -> tuple[float, float]:
+def measure_feature_costs(
+    batch: int = 32, repeats: int = 10, extract: Callable[[Sequence[np.ndarray], float], object] | None = None,
+) -> tuple[float, float]:
     """``(feature_fixed_ms, feature_ms)`` for :class:`Costs`: the line through the measured cost of one window
-    alone and of ``batch`` windows stacked (per window, the fixed part never below 0)."""
-    one = measure_feature_ms(repeats=repeats)
-    many = measure_feature_ms(repeats=max(3, repeats // 4), batch=batch) * batch
+    alone and of ``batch`` windows stacked (per window, the fixed part never below 0), through ``extract`` (the
+    scorer's; default :func:`features.extract_batch`)."""
+    one = measure_feature_ms(repeats=repeats, extract=extract)
+    many = measure_feature_ms(repeats=max(3, repeats // 4), batch=batch, extract=extract) * batch
     per_window = max((many - one) / (batch - 1), 0.0)
     return max(one - per_window, 0.0), per_window if per_window > 0 else one

@@ -38,7 +38,7 @@ import numpy as np
 
 from ensemble.errors import EnsembleError
 from ensemble.latency import LatencyModel, LatencyPrediction, Load, Transport
-from ensemble.scoring import FEATURES, ServingPlan
+from ensemble.scoring import FEATURES, FeatureExtractor, ServingPlan
 from ensemble.selector import NoFeasibleEnsemble, Selection, ValidationTable, candidates, select
 
 if TYPE_CHECKING:
@@ -178,14 +178,14 @@ class Slowdown:
         if expected_ms >= self._min_expected_ms:
             self._add(model_id, seconds, expected_ms / 1000.0)
 
-    def probe(self, window: np.ndarray, sample_rate_hz: float) -> None:
+    def probe(self, window: np.ndarray, sample_rate_hz: float, extract: FeatureExtractor | None = None) -> None:
         """Time feature extraction of one window here and now, as the executor would: the contention is then
         known before the first windows (a ward that starts streaming loads the machine at once; windows come one
-        window length later), and stays current while the executor is idle."""
+        window length later), and stays current while the executor is idle. ``extract``: the scorer's."""
         import features
 
         start = time.perf_counter()
-        features.extract_batch([window], sample_rate_hz)
+        (extract or features.extract_batch)([window], sample_rate_hz)
         expected_s = self._latency.costs.features_ms(1) / 1000.0
         if expected_s > 0:  # the contention only: a probe is not an executor batch
             self._add(FEATURES, time.perf_counter() - start, expected_s)
@@ -608,13 +608,9 @@ _SEARCH: dict[str, object] = {}
 
 
 def _init_search(candidate_ids: list[str], table: ValidationTable, max_members: int | None) -> None:
-    import ctypes
-    import signal
+    from ensemble.feature_process import die_with_parent
 
-    try:  # SIGTERM when the worker dies, even by SIGKILL (Linux; elsewhere the pool's shutdown stops it)
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
+    die_with_parent()
     _SEARCH.update(ids=candidate_ids, table=table, max_members=max_members)
 
 

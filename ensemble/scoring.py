@@ -32,7 +32,12 @@ from models.card import InputContract
 from models.zoo import ModelBatch, ServedModel, make_batch
 from models.zoo.select import best_single
 
-__all__ = ["LegacyRRModel", "ServingPlan", "Verdict", "WindowModel", "WindowScorer", "select_served"]
+__all__ = ["FeatureExtractor", "LegacyRRModel", "ServingPlan", "Verdict", "WindowModel", "WindowScorer",
+           "select_served"]
+
+#: :func:`features.extract_batch`, or something that computes exactly that elsewhere
+#: (:class:`ensemble.feature_process.FeatureProcess`)
+FeatureExtractor = Callable[[Sequence[np.ndarray], float], list[features.WindowFeatures]]
 
 
 @runtime_checkable
@@ -176,6 +181,9 @@ class WindowScorer:
         Predicts each member's time per batch for deadline checks; without it deadlines are not checked.
     on_timing : callable, optional
         Told every member call's batch size and duration (the worker's slowdown estimate).
+    extract : callable, optional
+        Feature extraction of a batch: :func:`features.extract_batch` (default), or the worker's
+        :class:`ensemble.feature_process.FeatureProcess`.
     """
 
     def __init__(
@@ -184,6 +192,7 @@ class WindowScorer:
         latency: LatencyModel | None = None,
         on_timing: TimingHook | None = None,
         clock: Callable[[], float] = time.time,
+        extract: FeatureExtractor = features.extract_batch,
     ) -> None:
         if not isinstance(plan, ServingPlan):
             candidates = list(plan) if isinstance(plan, Sequence) else [plan]
@@ -198,6 +207,7 @@ class WindowScorer:
         self.latency = latency
         self.on_timing = on_timing
         self.clock = clock
+        self.extract = extract
 
     @classmethod
     def from_zoo(cls, models: Sequence[ServedModel], window_s: float = 10.0, leads: int = 2) -> WindowScorer:
@@ -253,7 +263,7 @@ class WindowScorer:
             else:
                 complete.append(i)
         # one stacked pass over the batch: the same features as window by window, in less time
-        batch = features.extract_batch([signals[i] for i in complete], sample_rate_hz)
+        batch = self.extract([signals[i] for i in complete], sample_rate_hz)
         extracted: dict[int, features.WindowFeatures] = dict(zip(complete, batch, strict=True))
         scorable: list[int] = []
         for i, feats in extracted.items():

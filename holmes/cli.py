@@ -63,6 +63,8 @@ def _wait_for_signal() -> None:
 
 def cmd_worker(args: argparse.Namespace) -> int:
     """Run the windowing and scoring worker."""
+    import features
+    from ensemble.feature_process import FeatureProcess
     from ensemble.scoring import WindowScorer
     from holmes.serving import build_planner, first_load, resolve_device
     from ingest.worker import WorkerConfig, run_worker, warm_plan
@@ -87,14 +89,16 @@ def cmd_worker(args: argparse.Namespace) -> int:
     torch.set_num_threads(1)
     zoo = load_zoo(settings.model_dir, device=device)
     log.info("models on %s (HOLMES_DEVICE=%s)", device, settings.device)
-    planner = build_planner(zoo, settings, search_in_process=True)  # searches never take the executor's GIL
+    # feature extraction and searches run in child processes: neither takes the executor's GIL
+    extract = FeatureProcess() if settings.feature_process else features.extract_batch
+    planner = build_planner(zoo, settings, search_in_process=True, extract=extract)
     plan = planner.start(first_load(settings))
     warm_plan(plan, settings.max_batch)
     # The executor thread and the event loop share the GIL: hand it over every 1 ms rather than 5 ms, or
     # each torch call that gives it up may wait up to 5 ms to get it back.
     sys.setswitchinterval(0.001)
     # deadline checks predict with the assumed contention until the worker measures one (build_app updates it)
-    scorer = WindowScorer(plan, latency=planner.model())
+    scorer = WindowScorer(plan, latency=planner.model(), extract=extract)
     log.info("serving %s (%s); fallback %s", ", ".join(plan.member_ids), plan.reason,
              ", ".join(m.model_id for m in plan.fallback) or "none")
     config = WorkerConfig(

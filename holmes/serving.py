@@ -15,7 +15,7 @@ from holmes.settings import WorkerSettings
 if TYPE_CHECKING:
     from ensemble.latency import Load
     from ensemble.planner import Planner
-    from ensemble.scoring import ServingPlan
+    from ensemble.scoring import FeatureExtractor, ServingPlan
     from models.zoo import ServedModel
 
 __all__ = ["build_planner", "describe_plan", "first_load", "resolve_device"]
@@ -44,19 +44,20 @@ def resolve_device(device: str) -> str:
 
 
 def build_planner(zoo: Sequence[ServedModel], settings: WorkerSettings, feature_ms: float | None = None,
-                  feature_fixed_ms: float = 0.0, search_in_process: bool = False) -> Planner:
+                  feature_fixed_ms: float = 0.0, search_in_process: bool = False,
+                  extract: FeatureExtractor | None = None) -> Planner:
     """The worker's planner: latency model from the zoo's profiles, budget, window, hop and size from settings.
 
     The feature costs (``feature_fixed_ms`` per batch + ``feature_ms`` per window) are timed here, as at worker
-    start, unless ``feature_ms`` is given. The latency model is the planner's ``latency``; its downstream
-    transport waits up to half of ``api_fetch_max_wait_ms``.
+    start (through ``extract``, the scorer's feature extraction), unless ``feature_ms`` is given. The latency
+    model is the planner's ``latency``; its downstream transport waits up to half of ``api_fetch_max_wait_ms``.
     """
     from ensemble.latency import Costs, LatencyModel, Transport, measure_feature_costs
     from ensemble.planner import Planner, PlannerConfig
 
     batch = 1 if settings.exec_mode == "per-request" else settings.max_batch
     if feature_ms is None:
-        feature_fixed_ms, feature_ms = measure_feature_costs()
+        feature_fixed_ms, feature_ms = measure_feature_costs(extract=extract)
     costs = Costs(feature_ms=feature_ms, feature_fixed_ms=feature_fixed_ms, max_batch=batch)
     latency = LatencyModel.from_models(zoo, costs)
     # Upstream: the default until the worker has measured its own. Downstream: a score waits for the API's

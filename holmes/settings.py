@@ -53,6 +53,8 @@ class WorkerSettings(CommonSettings):
     )
     offline_period_s: float = Field(default=30.0, gt=0, le=3600, description="period of the offline batch jobs")
     max_batch: int = Field(default=256, ge=1, le=4096, description="most windows per executor call")
+    feature_process: bool = Field(default=True,
+                                  description="extract features in a child process, off the worker's GIL")
     max_members: int = Field(default=6, ge=1, le=16, description="largest ensemble the selector may choose")
     plan_beds: int = Field(default=64, ge=1, description="beds assumed by the first plan, before any is seen")
     plan_phases: int = Field(default=1, ge=1, le=3600,

@@ -930,7 +930,8 @@ def build_app(config: WorkerConfig, scorer: WindowScorer, planner: Planner | Non
             loop = asyncio.get_running_loop()
             assert slowdown is not None
             if time.monotonic() - slowdown.features_at_s > 2.0:  # the executor is idle: keep the contention current
-                await loop.run_in_executor(plan_pool, slowdown.probe, probe_window, config.sample_rate_hz)
+                await loop.run_in_executor(plan_pool, slowdown.probe, probe_window, config.sample_rate_hz,
+                                           scorer.extract)
             load = tracker.load(time.time())
             if load.beds == 0:
                 return
