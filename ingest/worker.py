@@ -949,7 +949,7 @@ def build_app(config: WorkerConfig, scorer: WindowScorer, planner: Planner | Non
         finally:
             replanning["busy"] = False
         if plan is not None:
-            await loop.run_in_executor(plan_pool, warm_plan, plan, config.max_batch)
+            await loop.run_in_executor(plan_pool, warm_plan, plan, config.max_batch, previous)
             scorer.plan = plan
             log.warning("re-planned: %s", plan.reason)
             await publish_plan(plan, previous, load)
@@ -1032,13 +1032,18 @@ def build_app(config: WorkerConfig, scorer: WindowScorer, planner: Planner | Non
     return app
 
 
-def warm_plan(plan: ServingPlan, max_batch: int) -> None:
+def warm_plan(plan: ServingPlan, max_batch: int, warm: ServingPlan | None = None) -> None:
     """Run every member of ``plan`` once per power-of-two batch size up to ``max_batch`` (see
-    :func:`models.zoo.warm_up`), so a new plan's first batches are not slow; models without it are skipped."""
+    :func:`models.zoo.warm_up`), so a new plan's first batches are not slow; models without it are skipped, and
+    so are those ``warm`` (the plan in force) already served: a shed under overload re-warmed them all at batch
+    256, seconds of CPU at the worst moment."""
     from models.zoo import warm_up
 
+    served = set() if warm is None else {id(m) for m in (*warm.members, *warm.fallback)}
     sizes = [b for b in (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024) if b <= max_batch]
     for model in (*plan.members, *plan.fallback):
+        if id(model) in served:
+            continue
         if hasattr(model, "logits") and hasattr(model, "contract") and hasattr(model, "module"):
             warm_up(model, sizes)  # type: ignore[arg-type]
 

@@ -377,3 +377,22 @@ def test_a_chunk_stamped_ahead_does_not_close_every_other_beds_tick() -> None:
     load = tracker.load(1008.0)
     assert load.beds == 101
     assert load.spread_s == pytest.approx(0.99, abs=0.02)
+
+
+def test_a_new_plan_warms_only_the_models_the_plan_in_force_did_not_serve(monkeypatch: pytest.MonkeyPatch) -> None:
+    import models.zoo
+    from ensemble.scoring import ServingPlan
+    from ingest.worker import warm_plan
+
+    by_id = {m.model_id: m for m in models.zoo.load_zoo()}
+    old = ServingPlan.of([by_id["rr-mlp-h64-10s@1"], by_id["resnet1d-w8d3-2l-10s@1"]])
+    shed = ServingPlan.of([by_id["rr-mlp-h64-10s@1"]])
+    upgrade = ServingPlan.of([by_id["rr-mlp-h64-10s@1"], by_id["resnet1d-w16d4-rr-2l-10s@1"]])
+    warmed: list[tuple[str, int]] = []
+    monkeypatch.setattr(models.zoo, "warm_up", lambda model, sizes: warmed.append((model.model_id, max(sizes))))
+    warm_plan(shed, 256, old)
+    assert warmed == []  # a shed serves models that are warm already
+    warm_plan(upgrade, 256, old)
+    assert warmed == [("resnet1d-w16d4-rr-2l-10s@1", 256)]
+    warm_plan(old, 64)
+    assert warmed[1:] == [("rr-mlp-h64-10s@1", 64), ("resnet1d-w8d3-2l-10s@1", 64)]
