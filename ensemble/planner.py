@@ -11,11 +11,14 @@ profile (:class:`Slowdown`). The planner keeps the plan in force unless
   best ensemble at the new load follows as an upgrade (below);
 * **a better one fits and keeps fitting**: the load has changed (beds left, a slow model recovered) and
   the best ensemble for it beats the plan in force by at least ``min_gain`` validation ROC-AUC, and has
-  stayed the best for ``dwell_s`` seconds.
+  stayed the best for ``dwell_s`` seconds. Searches are rate-limited and every new measure is a new search,
+  so between searches an upgrade already found, or the plan in force before a shed, is checked with one
+  prediction instead: a plan shed for a transient (a ward's first seconds) comes back once it fits again.
 
-Hysteresis comes from three things: a new plan is chosen for ``margin`` below the budget
+Hysteresis comes from four things: a new plan is chosen for ``margin`` below the budget
 (``budget * (1 - margin)``) but only abandoned above the budget itself, so a load that wobbles around one
-boundary does not flip the plan; upgrades wait ``dwell_s``; and upgrades need ``min_gain``. Every change
+boundary does not flip the plan; upgrades wait ``dwell_s``; upgrades need ``min_gain``; and a plan shed
+more than once waits twice as long for each shed after the first (at most 8x). Every change
 comes with its reason, and the worker logs and publishes it (``<prefix>.plans``).
 
 Selections are memoised by load (beds, phases) and rounded slowdowns, and the exact search runs in about
@@ -28,7 +31,7 @@ import logging
 import math
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Mapping, Sequence
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field, replace
@@ -270,6 +273,8 @@ class Planner:
     _old_upstream: tuple[float, float] = (0.0, 0.0)
     _last_search_s: float = -math.inf
     _searcher: SearchProcess | None = None
+    _shed_from: tuple[str, ...] | None = None  # the plan in force before a shed, until an upgrade
+    _sheds: Counter[frozenset[str]] = field(default_factory=Counter)  # how often each member set was shed
 
     def __post_init__(self) -> None:
         served = candidates(self.models, self.config.window_s, self.config.leads)
@@ -498,10 +503,15 @@ class Planner:
             if set(cheaper.members) == set(members) or not cheaper.predicted_p99_ms < now_pred.p99_ms:
                 self.load = load  # nothing faster is predicted: keep it (no flapping), deadline drops shed
                 return None
+            self._sheds[frozenset(members)] += 1
+            if self._shed_from is None:
+                self._shed_from = tuple(members)
             return self._switch(cheaper, load, reason)
         best = self.choose(load, now_s)
-        if best is None:
-            return None
+        if best is None:  # no search now: a candidate already found may still be taken, if it still fits
+            best = self._unsearched(load)
+            if best is None:
+                return None
         same = set(best.members) == set(members)
         if same or best.objective < self.current.objective + self.config.min_gain:
             self._pending = None
@@ -510,12 +520,40 @@ class Planner:
         if self._pending is None or self._pending.members != best.members:
             self._pending = _Pending(best.members, now_s)
             return None
-        if now_s - self._pending.since_s < self.config.dwell_s:
+        dwell_s = self.dwell_s(best.members)
+        if now_s - self._pending.since_s < dwell_s:
             return None
         reason = self._why(previous_load, load, old_slowdown, members)
         reason = (f"better ensemble fits: {reason}; validation ROC-AUC {self.current.objective:.4f} -> "
-                  f"{best.objective:.4f}, held {self.config.dwell_s:g} s")
+                  f"{best.objective:.4f}, held {dwell_s:g} s")
+        self._shed_from = None
         return self._switch(best, load, reason)
+
+    def dwell_s(self, members: Sequence[str]) -> float:
+        """How long an upgrade to ``members`` must stay the best before it is made: ``dwell_s``, doubled for each
+        time after the first that the same members were shed (at most 8x), so a plan that keeps failing comes
+        back ever more slowly instead of flapping."""
+        sheds = self._sheds.get(frozenset(members), 0)
+        return self.config.dwell_s * 2.0 ** min(max(sheds - 1, 0), 3)
+
+    def _unsearched(self, load: Load) -> Selection | None:
+        """Between searches (at most one per ``search_interval_s``, and every new measure is a new search key):
+        of the pending upgrade and the plan in force before the last shed, the better one that the model as it
+        stands now predicts within ``budget * (1 - margin)``; a pending upgrade that no longer fits is dropped. One prediction,
+        no search: a contention or publication cost that wobbles between two steps must not keep an upgrade that
+        a search already found from ever being confirmed, nor keep a plan shed for a start-up transient away."""
+        assert self.table is not None
+        target = self.config.budget_ms * (1.0 - self.config.margin)
+        fits = []
+        for members in (self._pending.members if self._pending is not None else None, self._shed_from):
+            if members:
+                p99 = self.predict(members, load).p99_ms
+                if p99 <= target:
+                    fits.append(Selection(tuple(members), self.table.objective(members), p99, "kept", 0))
+        if not fits:
+            self._pending = None
+            return None
+        return max(fits, key=lambda s: s.objective)
 
     def shed(self, members: Sequence[str], load: Load) -> Selection:
         """The quickest way back under the budget, without a search: ``members`` minus their most expensive

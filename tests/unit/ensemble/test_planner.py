@@ -249,3 +249,52 @@ def test_a_slower_publication_is_taken_and_noise_is_not(planner: Planner) -> Non
     assert new is not None and "a score takes 3.00 ms to publish" in new.reason
     assert new.predicted_p99_ms <= BUDGET_MS
     assert planner.predict(start.member_ids, spread(64)).p99_ms > BUDGET_MS
+
+
+def test_an_upgrade_found_by_a_search_is_made_while_the_measures_wobble_between_searches(planner: Planner) -> None:
+    start = planner.start(spread(128))
+    assert planner.observe(1.0, spread(64)) is None  # the search finds a better ensemble: it must hold dwell_s
+    assert planner._pending is not None and set(planner._pending.members) != set(start.member_ids)
+    searches = len(planner._cache)
+    t, plan = 1.0, None
+    for i in range(14):  # a publication cost flipping between two steps: every observation is a new search key
+        t += 1.0
+        plan = planner.observe(t, spread(64), deliver_ms=0.3 if i % 2 else 0.6)
+        if plan is not None:
+            break
+    assert plan is not None and plan.reason.startswith("better ensemble fits")
+    assert t >= 1.0 + planner.config.dwell_s
+    assert len(planner._cache) == searches  # made without another search (the next is search_interval_s away)
+
+
+def test_a_plan_shed_for_a_transient_comes_back_without_a_search(planner: Planner) -> None:
+    start = planner.start(spread(64))
+    shed = planner.observe(1.0, spread(64), {}, 2.0)  # a start-up transient: CPU work at twice its cost
+    assert shed is not None and shed.reason.startswith("over budget: CPU work runs 2.00x")
+    assert planner.observe(2.0, spread(64), {}, 2.0) is None  # the one search allowed, at 2x
+    searches = len(planner._cache)
+    t, plan = 2.0, None
+    while plan is None and t < 20.0:
+        t += 1.0
+        plan = planner.observe(t, spread(64), {}, 1.0)  # the transient is over; no search is due yet
+    assert plan is not None and set(plan.member_ids) == set(start.member_ids)
+    assert t >= 3.0 + planner.config.dwell_s and len(planner._cache) == searches
+    assert planner._shed_from is None
+
+
+def test_a_plan_shed_again_comes_back_more_slowly(planner: Planner) -> None:
+    start = planner.start(spread(64))
+    dwell = planner.config.dwell_s
+    t = 0.0
+    for sheds in (1, 2, 3):
+        t += 1.0
+        assert planner.observe(t, spread(128)) is not None  # a burst: shed
+        assert planner.dwell_s(start.member_ids) == dwell * 2 ** (sheds - 1)
+        t += 1.0
+        since = t
+        plan = None
+        while plan is None and t < 500.0:
+            plan = planner.observe(t, spread(64))
+            t += 1.0
+        assert plan is not None and set(plan.member_ids) == set(start.member_ids)
+        assert t - 1.0 - since >= planner.dwell_s(start.member_ids)
