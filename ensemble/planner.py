@@ -539,9 +539,10 @@ class Planner:
     def _unsearched(self, load: Load) -> Selection | None:
         """Between searches (at most one per ``search_interval_s``, and every new measure is a new search key):
         of the pending upgrade and the plan in force before the last shed, the better one that the model as it
-        stands now predicts within ``budget * (1 - margin)``; a pending upgrade that no longer fits is dropped. One prediction,
-        no search: a contention or publication cost that wobbles between two steps must not keep an upgrade that
-        a search already found from ever being confirmed, nor keep a plan shed for a start-up transient away."""
+        stands now predicts within ``budget * (1 - margin)``; a pending upgrade that no longer fits is dropped.
+        One prediction, no search: a contention or publication cost that wobbles between two steps must not keep
+        an upgrade that a search already found from ever being confirmed, nor a plan shed for a start-up
+        transient away."""
         assert self.table is not None
         target = self.config.budget_ms * (1.0 - self.config.margin)
         fits = []
