@@ -179,6 +179,18 @@ class Transport:
 _LEVELS = 64
 
 
+#: equal-probability levels of the API consumer's fetch wait (uniform), per window
+_FETCH_LEVELS = (np.arange(8) + 0.5) / 8
+
+
+@functools.lru_cache(maxsize=256)
+def _upstream_quantiles(transport: Transport) -> np.ndarray:
+    """The transport without the fetch wait: upstream plus the fixed downstream part (read-only)."""
+    out = np.asarray(transport.upstream_ms, dtype=float) + transport.downstream_ms
+    out.setflags(write=False)
+    return out
+
+
 @functools.lru_cache(maxsize=256)
 def _transport_quantiles(transport: Transport) -> np.ndarray:
     up = np.asarray(transport.upstream_ms, dtype=float)
@@ -191,6 +203,14 @@ def _transport_quantiles(transport: Transport) -> np.ndarray:
 def _grid(values: np.ndarray, levels: int = _LEVELS) -> np.ndarray:
     """``levels`` equal-probability mid-point quantiles of ``values``."""
     return np.quantile(values, (np.arange(levels) + 0.5) / levels)
+
+
+def _weighted_grid(values: np.ndarray, weights: np.ndarray, levels: int = _LEVELS) -> np.ndarray:
+    """``levels`` equal-probability mid-point quantiles of ``values`` weighted by ``weights`` (inverted CDF)."""
+    order = np.argsort(values, kind="stable")
+    cdf = np.cumsum(weights[order])
+    at = np.searchsorted(cdf, (np.arange(levels) + 0.5) / levels * cdf[-1])
+    return values[order][np.minimum(at, len(values) - 1)]
 
 
 class BatchProfile:
@@ -331,7 +351,8 @@ class LatencyModel:
         c = self.costs
         cost = self.batch_costs(members)
         if load.beds == 0:
-            return self._with_transport(np.zeros(1), np.array([cost[1] + c.deliver_ms * self.contention]), 0.0, 0.0)
+            return self._with_transport(np.zeros(1), np.array([cost[1] + c.deliver_ms * self.contention]),
+                                        np.full(1, math.inf), 0.0, 0.0)
         tick_ms = load.chunk_s * 1000.0
         per_hop = load.ticks_per_hop
         busy_per_hop = sum(self._busy_for(cost, load.due(t)) for t in range(per_hop))
@@ -351,17 +372,22 @@ class LatencyModel:
         free_at = 0.0
         waits: list[np.ndarray] = []  # arrival -> its batch starts
         services: list[np.ndarray] = []  # its batch's start -> its score published
+        gaps: list[np.ndarray] = []  # the previous batch's last score published -> its score published
+        last_out = -math.inf
         batches = 0
         for tick in range(2 * per_hop):
             n = load.due(tick)
             if n == 0:
                 continue
             frac = np.arange(1, n + 1) / n
-            if bunch_ms > 0:  # each bunch in at once, once every chunk of it (not only those ending a window)
-                # is decoded: the loop works through a fetch before the executor's task runs
+            if bunch_ms > 0:  # a bunch's windows are in once every chunk of it (not only those ending a
+                # window) is decoded, but its first window as soon as its own chunk is: an idle executor takes
+                # that one alone and the rest of the bunch waits for it (64 beds: 80 of 95 two-window bunches)
                 slot = np.ceil(spread_ms * frac / bunch_ms - 1e-9)
                 _, first, size = np.unique(slot, return_index=True, return_counts=True)
                 arrival = tick * tick_ms + np.repeat(slot[first] * bunch_ms, size) + bunch_decode_ms
+                arrival[first] -= bunch_decode_ms * size / (size + 1)
+                arrival.sort()
             else:
                 arrival = (tick * tick_ms + spread_ms * frac + max(decode_ms - spread_ms, 0.0) * frac
                            + c.chunk_ms * self.contention)
@@ -369,6 +395,7 @@ class LatencyModel:
             # the greedy executor, batch by batch, in plain floats (a search predicts thousands of subsets)
             firsts: list[int] = []
             starts: list[float] = []
+            before: list[float] = []  # the previous batch's last publication
             i = 0
             while i < n:
                 start = max(free_at, arrivals[i])
@@ -376,33 +403,56 @@ class LatencyModel:
                 done = start + cost[b]
                 firsts.append(i)
                 starts.append(start)
-                free_at = done + deliver_ms * b  # the batch's scores go out one by one
+                before.append(last_out)
+                free_at = last_out = done + deliver_ms * b  # the batch's scores go out one by one
                 i += b
             sizes = np.diff(np.append(firsts, n))
             rank = np.arange(1, n + 1) - np.repeat(firsts, sizes)  # 1..b within each batch
             start_of = np.repeat(starts, sizes)
             waits.append(start_of - arrival)
-            services.append(np.repeat(np.asarray(cost)[sizes], sizes) + deliver_ms * rank)
+            service = np.repeat(np.asarray(cost)[sizes], sizes) + deliver_ms * rank
+            services.append(service)
+            gaps.append(start_of + service - np.repeat(before, sizes))
             batches += len(firsts)
-        wait, service = np.concatenate(waits), np.concatenate(services)
+        wait, service, gap = np.concatenate(waits), np.concatenate(services), np.concatenate(gaps)
         # the second hop is the steady state (a backlog from the first one is counted in it)
         half = len(wait) // 2
-        return self._with_transport(wait[half:], service[half:], utilisation, batches / (2 * per_hop))
+        return self._with_transport(wait[half:], service[half:], gap[half:], utilisation, batches / (2 * per_hop))
 
-    def _with_transport(self, wait_ms: np.ndarray, service_ms: np.ndarray, utilisation: float,
+    def _with_transport(self, wait_ms: np.ndarray, service_ms: np.ndarray, gap_ms: np.ndarray, utilisation: float,
                         batches_per_tick: float) -> LatencyPrediction:
         """The prediction from the executor's part of each window (the wait for its batch, then the batch's
         service) plus the transport. A batch's service varies with ``jitter``; the wait, a sum of many batches'
-        services, is taken at its mean."""
+        services, is taken at its mean.
+
+        The API consumer's fetch wait (``downstream_wait_ms``, uniform) is not independent of the executor: a
+        score published less than one fetch wait after the previous batch's scores finds the fetch that
+        returned those still held, so it waits at least the rest of it (``gap_ms``: the time since the
+        previous batch's last publication). Those are the windows that also queued behind that batch: the
+        bench measured the two correlated (0.46 at 64 beds; a score 15-20 ms behind the previous batch took
+        20 ms p50 from the worker to the API, one 50-100 ms behind 9 ms). Each window's executor part and its
+        fetch wait are added first, then the rest of the transport (upstream, the fixed downstream part)."""
         t = self.transport
-        if self.jitter != (1.0,):
-            executor_ms = _grid((wait_ms[:, None] + service_ms[:, None] * np.asarray(self.jitter)[None, :]).ravel())
+        jitter = np.asarray(self.jitter)
+        executor_ms = wait_ms[:, None] + service_ms[:, None] * jitter[None, :] if self.jitter != (1.0,) else (
+            (wait_ms + service_ms)[:, None])
+        top = t.downstream_wait_ms
+        if len(t.upstream_ms) == 1 and top == 0:  # a fixed transport: exact, and quick
+            total = executor_ms.ravel() + (t.upstream_ms[0] + t.downstream_ms)
         else:
-            executor_ms = wait_ms + service_ms
-        if len(t.upstream_ms) == 1 and t.downstream_wait_ms == 0:  # a fixed transport: exact, and quick
-            total = executor_ms + (t.upstream_ms[0] + t.downstream_ms)
-        else:
-            total = (_grid(executor_ms)[:, None] + t.quantiles()[None, :]).ravel()
+            if top > 0:  # the fetch wait: uniform over what remains of the fetch in flight, from the least
+                # wait in steps of a quarter of it (windows with the same least wait are gridded together)
+                least = np.round(np.clip(1.0 - gap_ms / top, 0.0, 1.0) * 4) / 4 * top
+                values, weights = [], []
+                for low in np.unique(least):
+                    group = executor_ms[least == low].ravel()
+                    grid = _grid(group, min(_LEVELS, len(group)))
+                    values.append((grid[:, None] + (low + (top - low) * _FETCH_LEVELS)[None, :]).ravel())
+                    weights.append(np.full(values[-1].size, len(group) / values[-1].size))
+                executor_grid = _weighted_grid(np.concatenate(values), np.concatenate(weights))
+            else:
+                executor_grid = _grid(executor_ms.ravel())
+            total = (executor_grid[:, None] + _upstream_quantiles(t)[None, :]).ravel()
         return LatencyPrediction(
             p50_ms=float(np.percentile(total, 50)),
             p99_ms=float(np.percentile(total, 99)),

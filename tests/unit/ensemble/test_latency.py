@@ -93,13 +93,14 @@ def test_feature_cost_is_measured() -> None:
 
 def test_the_transport_is_added_as_a_distribution(model: LatencyModel) -> None:
     """Upstream (measured) + executor + downstream (fixed + uniform fetch wait): the prediction is the
-    distribution of the sum, compared here with a Monte Carlo of the same independent parts."""
+    distribution of the sum, compared here with a Monte Carlo of the same independent parts (16 beds: every
+    score is published far from the previous one, so its fetch wait is independent of it)."""
     import numpy as np
 
     from ensemble.latency import Transport
 
     members = ["resnet1d-w16d4-rr-2l-10s@1"]
-    load = Load(256, phases=5, spread_s=1.0)
+    load = Load(16, phases=5, spread_s=1.0)
     fixed = LatencyModel(model.profiles, model.costs, transport=Transport((0.0,), 0.0, 0.0)).predict(members, load)
     rng = np.random.default_rng(0)
     upstream = rng.gamma(4.0, 15.0, 5000)  # a skewed upstream, like the measured one
@@ -122,13 +123,32 @@ def test_the_transport_is_added_as_a_distribution(model: LatencyModel) -> None:
         Transport.measured([])
 
 
+def test_a_score_right_behind_another_batch_waits_for_the_rest_of_the_fetch(model: LatencyModel) -> None:
+    """The API consumer's fetch that returned the previous batch's scores is still held when a score follows
+    less than one fetch wait later: that score waits for the rest of it, not for a uniform part of a whole
+    one (what the bench measured: the windows that queued behind a batch also waited longer downstream)."""
+    from ensemble.latency import Transport
+
+    members = ["rr-af@1"]
+    spaced = Load(16, phases=5, spread_s=1.0)  # a window every 312 ms, each alone
+    close = Load(256, phases=5, spread_s=1.0)  # one every 19.5 ms, each alone: 39 % of a 50-ms wait
+    for load, least_ms in ((spaced, 0.0), (close, 25.0)):  # 1 - 19.5 / 50 = 0.61 -> a half, in quarter steps
+        fixed = LatencyModel(model.profiles, model.costs, transport=Transport((0.0,), 0.0)).predict(members, load)
+        waiting = LatencyModel(model.profiles, model.costs,
+                               transport=Transport((0.0,), 0.0, 50.0)).predict(members, load)
+        assert fixed.batches_per_tick == pytest.approx(load.beds / 5)
+        assert waiting.p50_ms - fixed.p50_ms == pytest.approx(least_ms + (50.0 - least_ms) / 2, abs=2.0)
+        assert waiting.utilisation == fixed.utilisation
+
+
 def test_windows_arriving_in_bunches_are_batched_together(model: LatencyModel) -> None:
     """1,000 spread beds whose windows reach the worker in 100-ms bunches: the executor batches each bunch
-    (about 20 windows), where one-by-one arrivals would mostly run alone."""
+    (its first window alone, as soon as its own chunk is decoded; the other 19 together, once the bunch is),
+    where one-by-one arrivals would mostly run alone."""
     members = ["rr-af@1", "resnet1d-w16d4-rr-2l-10s@1"]
     one_by_one = model.predict(members, Load(1000, phases=5, spread_s=1.0))
     bunched = model.predict(members, Load(1000, phases=5, spread_s=1.0, bunch_s=0.1))
-    assert bunched.batches_per_tick == pytest.approx(10.0)  # 200 windows per tick in 10 bunches
+    assert bunched.batches_per_tick == pytest.approx(20.0)  # 200 windows per tick in 10 bunches, 2 batches each
     assert one_by_one.batches_per_tick > 5 * bunched.batches_per_tick
     assert bunched.p50_ms > one_by_one.p50_ms  # a bunch waits for its own batch
     assert bunched.utilisation == pytest.approx(one_by_one.utilisation)

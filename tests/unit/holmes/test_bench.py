@@ -66,7 +66,7 @@ def test_the_prediction_takes_what_the_worker_measured(tmp_path) -> None:  # typ
     # upstream up to 130 ms + up to 25 ms downstream instead of the fixed 45 ms
     assert full["predicted_ms"]["p99_ms"] > plain["predicted_ms"]["p99_ms"] + 60
     assert full["upstream_ms"] == {"p50": 90.0, "top": 130.0}
-    assert full["predicted_ms"]["batches_per_tick"] == pytest.approx(10.0)  # 100-ms bunches
+    assert full["predicted_ms"]["batches_per_tick"] == pytest.approx(20.0)  # 100-ms bunches, first window alone
     # the feature costs the worker timed at its start, against which its contention was measured, and the
     # event loop's measured time per published score
     costly = {**measured, "feature_costs_ms": {"fixed": 0.0, "per_window": 5.0},
