@@ -25,8 +25,8 @@ A window's latency is counted from the acquisition of its last sample (the tick 
 dashboard, as ``holmes bench`` measures it. Its executor part is the wait for its batch to start plus that
 batch's time; a batch's time varies around its mean by the measured ``jitter`` (the wait, a sum over many
 batches, is taken at its mean). The executor part with its fetch wait and the rest of the transport are
-independent, so their distributions are added (a convolution of quantile grids). Beds' windows fall due ``phases`` ticks apart per
-hop (1 = every bed at the same tick, the worst case; ``hop_s / chunk_s`` = spread evenly, as monitors that
+independent, so their distributions are added (a convolution of quantile grids). Beds' windows fall due
+``phases`` ticks apart per hop (1 = every bed at the same tick, the worst case; ``hop_s / chunk_s`` = spread evenly, as monitors that
 were switched on at different moments are). Ticks are simulated batch by batch (not window by window), for
 ``2 * (hop_s / chunk_s)`` ticks so a backlog that one tick leaves to the next is counted; a load the
 executor cannot keep up with (busy time per hop above the hop) is reported as unstable, with infinite p99.
