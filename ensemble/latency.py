@@ -26,10 +26,11 @@ dashboard, as ``holmes bench`` measures it. Its executor part is the wait for it
 batch's time; a batch's time varies around its mean by the measured ``jitter`` (the wait, a sum over many
 batches, is taken at its mean). The executor part with its fetch wait and the rest of the transport are
 independent, so their distributions are added (a convolution of quantile grids). Beds' windows fall due
-``phases`` ticks apart per hop (1 = every bed at the same tick, the worst case; ``hop_s / chunk_s`` = spread evenly, as monitors that
-were switched on at different moments are). Ticks are simulated batch by batch (not window by window), for
-``2 * (hop_s / chunk_s)`` ticks so a backlog that one tick leaves to the next is counted; a load the
-executor cannot keep up with (busy time per hop above the hop) is reported as unstable, with infinite p99.
+``phases`` ticks apart per hop (1 = every bed at the same tick, the worst case; ``hop_s / chunk_s`` = spread
+evenly, as monitors that were switched on at different moments are). Ticks are simulated batch by batch (not
+window by window), for ``2 * (hop_s / chunk_s)`` ticks so a backlog that one tick leaves to the next is
+counted; a load the executor cannot keep up with (busy time per hop above the hop) is reported as unstable,
+with infinite p99.
 
 The costs are measured, not guessed: model profiles come from the registry (``card.latency_ms``, measured on
 the serving device), the feature costs are timed at worker start on real-shaped windows, alone and in a
