@@ -32,7 +32,7 @@ import math
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, overload
@@ -132,13 +132,22 @@ class Slowdown:
     per-call ratios: a one-window call that waited 5 ms for the GIL would otherwise count as much as a
     200-window batch. Model calls the profile puts under ``min_expected_ms`` are not counted: at that scale
     a measurement is mostly the wait for the GIL or a core, which says nothing about the model.
+
+    A model not measured for ``forget_s`` (shed from the plan, so it no longer runs) drops out of
+    :meth:`snapshot` and its next measurement starts afresh: a slowdown seen during a burst would otherwise
+    stay with the model for good, and the planner would never bring it back at its real cost. If it is still
+    slow once it runs again, it is measured so and shed again (each further shed waits longer to come back).
     """
 
-    def __init__(self, latency: LatencyModel, alpha: float = 0.1, min_expected_ms: float = 2.0) -> None:
+    def __init__(self, latency: LatencyModel, alpha: float = 0.1, min_expected_ms: float = 2.0,
+                 forget_s: float = 60.0, clock: Callable[[], float] = time.monotonic) -> None:
         self._latency = latency
         self._keep = 1.0 - alpha
         self._min_expected_ms = min_expected_ms
+        self._forget_s = forget_s
+        self._clock = clock
         self._sums: dict[str, list[float]] = {}  # id -> [measured s, expected s], decayed per call
+        self._at: dict[str, float] = {}  # id -> clock() of its last measurement
         self._lock = threading.Lock()
         #: ``time.monotonic()`` of the last feature timing (the executor's or a probe's)
         self.features_at_s = -math.inf
@@ -147,6 +156,10 @@ class Slowdown:
 
     def _add(self, key: str, measured_s: float, expected_s: float) -> None:
         with self._lock:
+            now = self._clock()
+            if now - self._at.get(key, now) > self._forget_s:
+                self._sums.pop(key, None)  # stale: start afresh
+            self._at[key] = now
             sums = self._sums.setdefault(key, [0.0, 0.0])
             sums[0] = sums[0] * self._keep + measured_s
             sums[1] = sums[1] * self._keep + expected_s
@@ -195,10 +208,13 @@ class Slowdown:
             self.features_at_s = time.monotonic()
 
     def snapshot(self) -> dict[str, float]:
-        """Per model: measured / profiled time, divided by the contention (1 = as slow as everything else)."""
+        """Per model measured in the last ``forget_s``: measured / profiled time, divided by the contention (1 = as
+        slow as everything else)."""
         with self._lock:
+            now = self._clock()
             contention = max(1.0, self._ratio(FEATURES) or 1.0)
-            return {m: r / contention for m in self._sums if m != FEATURES and (r := self._ratio(m)) is not None}
+            return {m: r / contention for m in self._sums
+                    if m != FEATURES and now - self._at[m] <= self._forget_s and (r := self._ratio(m)) is not None}
 
     def jitter(self, levels: int = 16, step: float = 0.1) -> tuple[float, ...]:
         """How much one executor batch's time varies around its mean: equal-probability quantiles of the last 512

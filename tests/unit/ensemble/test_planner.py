@@ -89,6 +89,25 @@ def test_slowdown_ignores_calls_too_small_to_measure(zoo: list[ServedModel]) -> 
     assert "rr-af@1" not in ratios
 
 
+def test_a_slowdown_not_measured_for_a_while_is_forgotten(zoo: list[ServedModel]) -> None:
+    """A member shed from the plan is no longer measured: its slowdown (here 3x, seen during a burst) must not
+    stay with it for good, or it would never come back at its real cost; measured again, it starts afresh."""
+    latency = LatencyModel.from_models(zoo)
+    now = [0.0]
+    slowdown = Slowdown(latency, alpha=0.5, forget_s=60.0, clock=lambda: now[0])
+    big = "resnet1d-w16d4-rr-2l-10s@1"
+    expected_s = latency.profiles[big](64) / 1000.0
+    for _ in range(3):
+        slowdown.record(big, 64, 3 * expected_s)
+    assert slowdown.snapshot()[big] == pytest.approx(3.0)
+    now[0] = 59.0
+    assert big in slowdown.snapshot()
+    now[0] = 121.0  # 62 s since the last measurement
+    assert big not in slowdown.snapshot()
+    slowdown.record(big, 64, expected_s)  # runs again, as profiled: the 3x is not mixed in
+    assert slowdown.snapshot()[big] == pytest.approx(1.0)
+
+
 def test_a_probe_measures_the_contention_while_the_executor_is_idle(zoo: list[ServedModel]) -> None:
     fixed_ms, per_window_ms = measure_feature_costs(batch=8, repeats=4)
     latency = LatencyModel.from_models(zoo, Costs(feature_ms=per_window_ms, feature_fixed_ms=fixed_ms))
