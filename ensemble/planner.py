@@ -290,6 +290,7 @@ class Planner:
     _last_search_s: float = -math.inf
     _searcher: SearchProcess | None = None
     _shed_from: tuple[str, ...] | None = None  # the plan in force before a shed, until an upgrade
+    _seen: Load | None = None  # the planning load of the last observation
     _sheds: Counter[frozenset[str]] = field(default_factory=Counter)  # how often each member set was shed
 
     def __post_init__(self) -> None:
@@ -389,18 +390,19 @@ class Planner:
     def choose(self, load: Load) -> Selection: ...
 
     @overload
-    def choose(self, load: Load, now_s: float) -> Selection | None: ...
+    def choose(self, load: Load, now_s: float, settled: bool = True) -> Selection | None: ...
 
-    def choose(self, load: Load, now_s: float | None = None) -> Selection | None:
+    def choose(self, load: Load, now_s: float | None = None, settled: bool = True) -> Selection | None:
         """The best ensemble whose predicted p99 at ``load`` is within ``budget * (1 - margin)``; the cheapest
         single model when none is (reported with ``method="cheapest"``). With ``now_s``, a search that is not
-        memoised yet runs only if none ran in the last ``search_interval_s`` (else None: not now)."""
+        memoised yet runs only if none ran in the last ``search_interval_s`` and the load is ``settled`` (else
+        None: not now)."""
         key = (load, tuple(sorted(self._slowdown.items())), self._contention, self._transport, self._chunk_ms,
                self._deliver_ms, self._jitter)
         if key in self._cache:
             return self._cache[key]
         if now_s is not None:
-            if now_s - self._last_search_s < self.config.search_interval_s:
+            if not settled or now_s - self._last_search_s < self.config.search_interval_s:
                 return None
             self._last_search_s = now_s
         if self.config.pinned:
@@ -502,6 +504,7 @@ class Planner:
         self._old_deliver_ms = self._deliver_ms
         self._deliver_ms = self._measured_cost(deliver_ms, self.latency.costs.deliver_ms, self._deliver_ms)
         load = self.planning_load(load)
+        settled, self._seen = load == self._seen, load
         members = self.current.member_ids
         threatened = self.config.budget_ms * (1.0 - self.config.margin / 2)
         if measured_p99_ms is not None and math.isfinite(measured_p99_ms) and (
@@ -523,7 +526,10 @@ class Planner:
             if self._shed_from is None:
                 self._shed_from = tuple(members)
             return self._switch(cheaper, load, reason)
-        best = self.choose(load, now_s)
+        # a search only for a load seen at the last observation too: while beds are still joining (a ward
+        # starting up: 60, 430, 670, ... beds a second apart) it would spend the one search per interval on a
+        # load gone a second later
+        best = self.choose(load, now_s, settled)
         if best is None:  # no search now: a candidate already found may still be taken, if it still fits
             best = self._unsearched(load)
             if best is None:

@@ -272,6 +272,7 @@ def test_a_slower_publication_is_taken_and_noise_is_not(planner: Planner) -> Non
 
 def test_an_upgrade_found_by_a_search_is_made_while_the_measures_wobble_between_searches(planner: Planner) -> None:
     start = planner.start(spread(128))
+    assert planner.observe(0.0, spread(64)) is None  # a new load: no search until it is seen again
     assert planner.observe(1.0, spread(64)) is None  # the search finds a better ensemble: it must hold dwell_s
     assert planner._pending is not None and set(planner._pending.members) != set(start.member_ids)
     searches = len(planner._cache)
@@ -317,3 +318,16 @@ def test_a_plan_shed_again_comes_back_more_slowly(planner: Planner) -> None:
             t += 1.0
         assert plan is not None and set(plan.member_ids) == set(start.member_ids)
         assert t - 1.0 - since >= planner.dwell_s(start.member_ids)
+
+
+def test_no_search_is_spent_on_a_load_still_changing(planner: Planner) -> None:
+    """A ward starting up: beds join for a few seconds. The one search per interval waits for the load to be the
+    same at two observations in a row, then runs for it."""
+    planner.start(spread(16))
+    searches = len(planner._cache)
+    for t, beds in enumerate((20, 36, 48, 64)):
+        planner.observe(float(t + 1), spread(beds))
+    assert len(planner._cache) == searches  # every observation a new load
+    planner.observe(5.0, spread(64))
+    assert len(planner._cache) == searches + 1
+    assert any(key[0] == Planner.planning_load(spread(64)) for key in planner._cache)  # searched for 64 beds
