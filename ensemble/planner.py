@@ -27,12 +27,15 @@ a second, so the worker calls :meth:`Planner.choose` off its event loop.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
+import os
 import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, overload
@@ -291,6 +294,7 @@ class Planner:
     _searcher: SearchProcess | None = None
     _shed_from: tuple[str, ...] | None = None  # the plan in force before a shed, until an upgrade
     _seen: Load | None = None  # the planning load of the last observation
+    _inflight: tuple[tuple[object, ...], Future[Selection | None]] | None = None  # (search key, its result)
     _sheds: Counter[frozenset[str]] = field(default_factory=Counter)  # how often each member set was shed
 
     def __post_init__(self) -> None:
@@ -399,12 +403,27 @@ class Planner:
         None: not now)."""
         key = (load, tuple(sorted(self._slowdown.items())), self._contention, self._transport, self._chunk_ms,
                self._deliver_ms, self._jitter)
+        found = self._collect(load) if now_s is not None else None
         if key in self._cache:
             return self._cache[key]
         if now_s is not None:
-            if not settled or now_s - self._last_search_s < self.config.search_interval_s:
+            if found is not None:
+                return found
+            if self._inflight is not None or not settled or (
+                    now_s - self._last_search_s < self.config.search_interval_s):
                 return None
             self._last_search_s = now_s
+            if self.config.search_in_process and not self.config.pinned:  # searched while the worker goes on
+                target = self.config.budget_ms * (1.0 - self.config.margin)
+                try:
+                    if self._searcher is None:
+                        assert self.table is not None
+                        self._searcher = SearchProcess(self.candidate_ids, self.table, self.config.max_members)
+                    self._inflight = (key, self._searcher.submit(load, self.model(), target))
+                    return None
+                except (BrokenProcessPool, OSError, RuntimeError) as exc:
+                    log.warning("the search process failed (%s); searching in this process", exc)
+                    self.close()
         if self.config.pinned:
             pinned = self.config.pinned
             chosen = Selection(pinned, self.table.objective(pinned) if self.table else math.nan,
@@ -435,6 +454,28 @@ class Planner:
             chosen = Selection((cheapest,), table.objective((cheapest,)), p99((cheapest,)), "cheapest", 1)
         self._cache[key] = chosen
         return chosen
+
+    def _collect(self, load: Load) -> Selection | None:
+        """The search in flight, once it is done: memoised for the planner's state it was submitted with, and
+        returned if the model as it stands now still predicts it within ``budget * (1 - margin)`` at ``load``."""
+        if self._inflight is None or not self._inflight[1].done():
+            return None
+        key, future = self._inflight
+        self._inflight = None
+        try:
+            chosen = future.result()
+        except Exception as exc:  # a dead child: the next search starts a new one
+            log.warning("the search process failed (%s); a new one for the next search", exc)
+            self.close()
+            return None
+        assert self.table is not None
+        if chosen is None:  # nothing fits: the cheapest single model, as choose() memoises it
+            p99s = {m: self.predict((m,), load).p99_ms for m in self.candidate_ids}
+            cheapest = min(p99s, key=lambda m: (p99s[m], m))
+            chosen = Selection((cheapest,), self.table.objective((cheapest,)), p99s[cheapest], "cheapest", 1)
+        self._cache[key] = chosen
+        fits = self.predict(chosen.members, load).p99_ms <= self.config.budget_ms * (1.0 - self.config.margin)
+        return chosen if fits and chosen.method != "cheapest" else None
 
     def build(self, selection: Selection, load: Load, reason: str) -> ServingPlan:
         """The serving plan of a selection: members cheapest first (the first always runs), its combiner."""
@@ -630,7 +671,8 @@ class Planner:
 
 
     def close(self) -> None:
-        """Stop the search process, if one was started."""
+        """Stop the search process, if one was started (a search in flight is dropped)."""
+        self._inflight = None
         if self._searcher is not None:
             self._searcher.close()
             self._searcher = None
@@ -653,6 +695,10 @@ class SearchProcess:
                                          initializer=_init_search,
                                          initargs=(list(candidate_ids), table, max_members))
 
+    def submit(self, load: Load, model: LatencyModel, target_ms: float) -> Future[Selection | None]:
+        """The search, started: its result is a :class:`Selection`, or None when nothing fits."""
+        return self._pool.submit(_search, load, model, target_ms)
+
     def select(self, load: Load, model: LatencyModel, target_ms: float) -> Selection:
         """The search's :class:`Selection` with ``model`` (the planner's, as observed now); raises
         :class:`NoFeasibleEnsemble` as ``select`` does."""
@@ -672,6 +718,8 @@ def _init_search(candidate_ids: list[str], table: ValidationTable, max_members: 
     from ensemble.feature_process import die_with_parent
 
     die_with_parent()
+    with contextlib.suppress(OSError):  # a search is background work: the worker's threads, the broker and the
+        os.nice(10)  # API come first on a small machine (a search beside them made one hop's p99 4x)
     _SEARCH.update(ids=candidate_ids, table=table, max_members=max_members)
 
 

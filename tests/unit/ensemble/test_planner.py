@@ -208,6 +208,40 @@ def test_a_search_in_a_child_process_chooses_what_the_search_in_process_does(zoo
         there.close()
 
 
+def test_a_search_in_a_child_process_does_not_hold_up_re_planning(zoo: list[ServedModel]) -> None:
+    """The worker observes once a second: while a search runs in the child, observations go on (a burst is shed
+    at once), and the search's result is taken when it is done."""
+    latency = LatencyModel.from_models(zoo, Costs(feature_ms=1.0))
+    here = Planner(zoo, latency, PlannerConfig(budget_ms=BUDGET_MS, dwell_s=2.0, min_gain=0.001))
+    there = Planner(zoo, latency,
+                    PlannerConfig(budget_ms=BUDGET_MS, dwell_s=2.0, min_gain=0.001, search_in_process=True),
+                    table=here.table)
+    try:
+        start = there.start(spread(128))
+        assert there.observe(0.0, spread(64)) is None  # a new load: not searched yet
+        assert there.observe(1.0, spread(64)) is None  # the search starts, and observe returns at once
+        assert there._inflight is not None
+        future = there._inflight[1]
+        assert not future.done()  # a spawned child takes longer than that to even start
+        assert there.observe(1.5, spread(64)) is None  # still searching: nothing to take yet
+        future.result(timeout=120)
+        t, plan = 2.0, None
+        while plan is None and t < 10.0:
+            plan = there.observe(t, spread(64))
+            t += 1.0
+        best = here.choose(spread(64))
+        assert plan is not None and set(plan.member_ids) == set(best.members) != set(start.member_ids)
+        assert plan.reason.startswith("better ensemble fits")
+        # a burst while a search is in flight is shed at once
+        there._last_search_s = -math.inf
+        there.observe(20.0, spread(64), {}, 1.3)  # a new measure, seen once
+        assert there.observe(21.0, spread(64), {}, 1.3) is None and there._inflight is not None
+        shed = there.observe(21.5, spread(512), {}, 1.3)
+        assert shed is not None and shed.reason.startswith("over budget")
+    finally:
+        there.close()
+
+
 def test_a_dead_search_process_is_replaced_and_the_search_done_here(zoo: list[ServedModel]) -> None:
     latency = LatencyModel.from_models(zoo, Costs(feature_ms=1.0))
     here = Planner(zoo, latency, PlannerConfig(budget_ms=BUDGET_MS))
