@@ -173,10 +173,6 @@ class Transport:
     def downstream_mean_ms(self) -> float:
         return self.downstream_ms + self.downstream_wait_ms / 2
 
-    def quantiles(self) -> np.ndarray:
-        """:data:`_LEVELS` equal-probability quantiles of upstream + downstream (read-only)."""
-        return _transport_quantiles(self)
-
 
 #: quantile grid of the convolutions (equal-probability mid-points): fine enough for a p99, cheap enough
 #: for the thousands of predictions of one search
@@ -191,15 +187,6 @@ _FETCH_LEVELS = (np.arange(8) + 0.5) / 8
 def _upstream_quantiles(transport: Transport) -> np.ndarray:
     """The transport without the fetch wait: upstream plus the fixed downstream part (read-only)."""
     out = np.asarray(transport.upstream_ms, dtype=float) + transport.downstream_ms
-    out.setflags(write=False)
-    return out
-
-
-@functools.lru_cache(maxsize=256)
-def _transport_quantiles(transport: Transport) -> np.ndarray:
-    up = np.asarray(transport.upstream_ms, dtype=float)
-    down = transport.downstream_ms + transport.downstream_wait_ms * (np.arange(16) + 0.5) / 16
-    out = _grid((up[:, None] + down[None, :]).ravel())
     out.setflags(write=False)
     return out
 

@@ -315,6 +315,11 @@ class Planner:
     def candidate_ids(self) -> list[str]:
         return list(self._by_id)
 
+    @property
+    def target_ms(self) -> float:
+        """What a new plan must be predicted within: ``budget * (1 - margin)``."""
+        return self.config.budget_ms * (1.0 - self.config.margin)
+
     def _moved(self, old: float, new: float) -> bool:
         """Whether ``new`` is more than ``change_ratio`` away from ``old`` (either way)."""
         return not old / self.config.change_ratio <= new <= old * self.config.change_ratio
@@ -414,12 +419,11 @@ class Planner:
                 return None
             self._last_search_s = now_s
             if self.config.search_in_process and not self.config.pinned:  # searched while the worker goes on
-                target = self.config.budget_ms * (1.0 - self.config.margin)
                 try:
                     if self._searcher is None:
                         assert self.table is not None
                         self._searcher = SearchProcess(self.candidate_ids, self.table, self.config.max_members)
-                    self._inflight = (key, self._searcher.submit(load, self.model(), target))
+                    self._inflight = (key, self._searcher.submit(load, self.model(), self.target_ms))
                     return None
                 except (BrokenProcessPool, OSError, RuntimeError) as exc:
                     log.warning("the search process failed (%s); searching in this process", exc)
@@ -430,7 +434,7 @@ class Planner:
                                self.predict(pinned, load).p99_ms, "pinned", 0)
             self._cache[key] = chosen
             return chosen
-        target = self.config.budget_ms * (1.0 - self.config.margin)
+        target = self.target_ms
         assert self.table is not None
         table = self.table
 
@@ -468,14 +472,11 @@ class Planner:
             log.warning("the search process failed (%s); a new one for the next search", exc)
             self.close()
             return None
-        assert self.table is not None
         if chosen is None:  # nothing fits: the cheapest single model, as choose() memoises it
-            p99s = {m: self.predict((m,), load).p99_ms for m in self.candidate_ids}
-            cheapest = min(p99s, key=lambda m: (p99s[m], m))
-            chosen = Selection((cheapest,), self.table.objective((cheapest,)), p99s[cheapest], "cheapest", 1)
+            self._cache[key] = self._fastest(load)
+            return None
         self._cache[key] = chosen
-        fits = self.predict(chosen.members, load).p99_ms <= self.config.budget_ms * (1.0 - self.config.margin)
-        return chosen if fits and chosen.method != "cheapest" else None
+        return chosen if self.predict(chosen.members, load).p99_ms <= self.target_ms else None
 
     def build(self, selection: Selection, load: Load, reason: str) -> ServingPlan:
         """The serving plan of a selection: members cheapest first (the first always runs), its combiner."""
@@ -607,12 +608,11 @@ class Planner:
         an upgrade that a search already found from ever being confirmed, nor a plan shed for a start-up
         transient away."""
         assert self.table is not None
-        target = self.config.budget_ms * (1.0 - self.config.margin)
         fits = []
         for members in (self._pending.members if self._pending is not None else None, self._shed_from):
             if members:
                 p99 = self.predict(members, load).p99_ms
-                if p99 <= target:
+                if p99 <= self.target_ms:
                     fits.append(Selection(tuple(members), self.table.objective(members), p99, "kept", 0))
         if not fits:
             self._pending = None
@@ -626,13 +626,17 @@ class Planner:
         assert self.table is not None
         if self.config.pinned:
             return self.choose(load)  # the pinned selection, never searched
-        target = self.config.budget_ms * (1.0 - self.config.margin)
         kept = self._cheapest_first(members)
         while len(kept) > 1:
             kept = kept[:-1]
             p99 = self.predict(kept, load).p99_ms
-            if p99 <= target:
+            if p99 <= self.target_ms:
                 return Selection(tuple(kept), self.table.objective(tuple(kept)), p99, "shed", len(members))
+        return self._fastest(load)
+
+    def _fastest(self, load: Load) -> Selection:
+        """The candidate predicted fastest at ``load``, alone (``method="cheapest"``)."""
+        assert self.table is not None
         p99s = {m: self.predict((m,), load).p99_ms for m in self.candidate_ids}
         fastest = min(p99s, key=lambda m: (p99s[m], m))
         return Selection((fastest,), self.table.objective((fastest,)), p99s[fastest], "cheapest", len(p99s))
