@@ -322,8 +322,8 @@ def format_report(report: Mapping[str, Any]) -> str:
     headers = ["budget ms", "strategy", "k", "p99 ms", "val obj"]
     for d in datasets:
         headers += [f"test ROC {d}", f"test PR {d}"]
-    headers += ["evaluated"]
-    right = [True, False, True, True, True] + [True] * (2 * len(datasets)) + [True]
+    headers += ["evaluated", "predicted"]
+    right = [True, False, True, True, True] + [True] * (2 * len(datasets)) + [True, True]
     for n_beds in config["beds"]:
         rows: list[list[str]] = []
         picks: list[str] = []
@@ -334,7 +334,7 @@ def format_report(report: Mapping[str, Any]) -> str:
                 if result is None:
                     continue
                 if "infeasible" in result:
-                    rows.append([budget, "(none fits)", "-", "-", "-"] + ["-"] * (2 * len(datasets)) + ["-"])
+                    rows.append([budget, "(none fits)", "-", "-", "-"] + ["-"] * (2 * len(datasets)) + ["-", "-"])
                     break
                 label = f"{name} ({result['method']})" if name == "selector" else name
                 row = [budget, label, str(len(result["members"])), _fmt(result["predicted_p99_ms"], 1),
@@ -342,7 +342,7 @@ def format_report(report: Mapping[str, Any]) -> str:
                 for d in datasets:
                     m = result["test"].get(d, {})
                     row += [_fmt(m.get("roc_auc")), _fmt(m.get("pr_auc"))]
-                rows.append([*row, str(result["evaluated"])])
+                rows.append([*row, str(result["evaluated"]), str(result.get("predicted", "-"))])
                 budget = ""
                 if name == "selector":
                     picks.append(

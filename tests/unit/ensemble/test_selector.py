@@ -365,6 +365,101 @@ def test_beam_search_is_close_to_the_optimum_on_18_models(seed: int) -> None:
     assert optimum.objective > best_single(ids, table.objective, latency, budget).objective + 0.05
 
 
+def eager_beam_search(ids: Sequence[str], objective: Callable[[tuple[str, ...]], float],
+                      latency: Callable[[tuple[str, ...]], float], budget: float, max_members: int | None = None,
+                      beam_width: int = 32, seed: int = 0) -> tuple[str, ...]:
+    """The beam and local search as first written: every subset it meets is predicted, nothing is lazy."""
+    n, size = len(ids), len(ids) if max_members is None else min(max_members, len(ids))
+
+    def names(s: tuple[int, ...]) -> tuple[str, ...]:
+        return tuple(ids[i] for i in s)
+
+    def feasible(s: tuple[int, ...]) -> bool:
+        return 0 < len(s) <= size and latency(names(s)) <= budget
+
+    def key(s: tuple[int, ...]) -> tuple[float, float, int, tuple[str, ...]]:
+        return -round(objective(names(s)), 12), latency(names(s)), len(s), names(s)
+
+    def add(s: tuple[int, ...], i: int) -> tuple[int, ...]:
+        return tuple(sorted((*s, i)))
+
+    beam = sorted([(i,) for i in range(n) if feasible((i,))], key=key)[:beam_width]
+    best, seen = min(beam, key=key), set(beam)
+    while beam and len(beam[0]) < size:
+        children = []
+        for s in beam:
+            for i in range(n):
+                t = add(s, i)
+                if i not in s and t not in seen:
+                    seen.add(t)
+                    if feasible(t):
+                        children.append(t)
+        beam = sorted(children, key=key)[:beam_width]
+        best = min([best, *beam], key=key)
+    rng, randoms = np.random.default_rng(seed), []
+    for _ in range(100):  # as ensemble.selector._random_subsets
+        target, s = int(rng.integers(1, size + 1)), ()
+        for i in rng.permutation(n):
+            if feasible(add(s, int(i))):
+                s = add(s, int(i))
+                if len(s) == target:
+                    break
+        if s:
+            randoms.append(s)
+    for current in [best, min(randoms, key=key)]:
+        while True:
+            outside = [i for i in range(n) if i not in current]
+            moves = [add(current, i) for i in outside]
+            moves += [tuple(j for j in current if j != i) for i in current] if len(current) > 1 else []
+            moves += [add(tuple(j for j in current if j != i), o) for i in current for o in outside]
+            step = min([current, *[t for t in moves if feasible(t)]], key=key)
+            best = min(best, step, key=key)
+            if step == current:
+                break
+            current = step
+    return names(best)
+
+
+@pytest.mark.parametrize("seed", [10, 13, 21])
+def test_lazy_beam_search_chooses_what_the_eager_one_does(seed: int) -> None:
+    """Feasibility down the objective ranking and the monotone shortcuts save predictions, nothing else."""
+    table = synthetic_table(16, seed, n_per_dataset=150)
+    ids = list(table.members)
+    latency = additive_latency(random_costs(ids, seed))
+    for budget, max_members in ((18.0, None), (30.0, None), (45.0, 5), (1e9, None)):
+        predicted: set[tuple[str, ...]] = set()
+
+        def predict(members: tuple[str, ...], seen: set[tuple[str, ...]] = predicted) -> float:
+            seen.add(members)
+            return latency(members)
+
+        chosen = beam_search(ids, table.objective, predict, budget, max_members=max_members)
+        assert chosen.members == eager_beam_search(ids, table.objective, latency, budget, max_members)
+        if budget > 1e6:  # everything fits: the eager search predicted each of the 2,400+ subsets it ranked
+            assert len(predicted) < 30 < 2000 < chosen.evaluated
+
+
+def test_beam_search_predicts_nothing_monotone_latency_answers() -> None:
+    table = synthetic_table(18, 10, n_per_dataset=200)
+    ids = list(table.members)
+    latency = additive_latency(random_costs(ids, 10))
+    predicted: list[tuple[tuple[str, ...], bool]] = []
+
+    def predict(members: tuple[str, ...]) -> float:
+        predicted.append((members, latency(members) <= 45.0))
+        return latency(members)
+
+    beam_search(ids, table.objective, predict, 45.0)
+    assert len({m for m, _ in predicted}) == len(predicted)  # each once
+    for k, (members, _) in enumerate(predicted):  # never inside a subset known to fit, nor around one over
+        assert not any(ok and set(members) <= set(m) for m, ok in predicted[:k])
+        assert not any(not ok and set(m) <= set(members) for m, ok in predicted[:k])
+    everything: set[tuple[str, ...]] = set()
+    found = beam_search(ids, table.objective, lambda m: everything.add(m) or latency(m), 1e9)
+    assert found.evaluated > 2000  # subsets ranked, against
+    assert found.predicted == len(everything) < 25  # all 18 at once fit, so nothing below them is (ties aside)
+
+
 def test_auto_switches_to_beam_search_beyond_the_limit() -> None:
     table = synthetic_table(8, 6)
     latency = additive_latency(random_costs(table.members, 6))
