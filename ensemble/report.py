@@ -51,6 +51,7 @@ __all__ = [
     "pareto_front",
     "plot_report",
     "real_latency",
+    "test_ceiling",
 ]
 
 DEFAULT_BUDGETS_MS: tuple[float, ...] = (20.0, 50.0, 100.0, 200.0, 500.0, 1000.0)
@@ -185,6 +186,7 @@ def build_report(
     phases: int = 1,
     seed: int = 0,
     exact_max_subsets: int = REPORT_EXACT_MAX_SUBSETS,
+    ceiling: bool = False,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Run every strategy for every (beds, budget) and score the picks on validation and test.
@@ -209,6 +211,8 @@ def build_report(
         Seed of the random baseline and of the selector's random starts.
     exact_max_subsets : int
         Largest search space for the ``exhaustive`` column.
+    ceiling : bool
+        Add :func:`test_ceiling` (``"ceiling"``).
     progress : bool
         Show a progress bar.
 
@@ -242,6 +246,7 @@ def build_report(
         if exact:
             pareto[str(n_beds)] = _front(ids, objective, recorded, budgets[-1], progress=progress, beds=n_beds)
     bar.close()
+    extra = {"ceiling": test_ceiling(ids, test)} if ceiling else {}
     return {
         "config": {
             "window_s": window_s, "leads": leads, "budgets_ms": budgets, "beds": list(beds), "seed": seed,
@@ -256,7 +261,44 @@ def build_report(
         ],
         "cells": cells,
         "pareto": pareto,
+        **extra,
     }
+
+
+def test_ceiling(ids: Sequence[str], test: ValidationTable, max_members: int = 4) -> dict[str, Any]:
+    """How far any ensemble of the zoo could get above its best member, with hindsight: per data set, the
+    best single model and the best subset of at most ``max_members`` picked *on the test split* (by ROC-AUC
+    and by PR-AUC of the combined window score), among the models that score that data set.
+
+    An upper bound on what selection can gain (it only ever sees validation), to tell a selector that misses
+    a margin from a zoo that does not hold one. Window level, as the rest of the report.
+    """
+    from itertools import combinations
+
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    out: dict[str, Any] = {"picked_on": "test (hindsight: an upper bound, never used to select)",
+                           "max_members": max_members}
+    for d in test.scored_datasets:
+        rows = test.datasets == d
+        labels = test.labels[rows]
+        own = [m for m in ids if test.present[rows, test.members.index(m)].all()]
+        scores: list[tuple[float, float, tuple[str, ...]]] = []
+        for k in range(1, min(max_members, len(own)) + 1):
+            for members in combinations(own, k):
+                z = test.combined_logits(members)[rows]
+                scores.append((float(roc_auc_score(labels, z)), float(average_precision_score(labels, z)), members))
+        single = max((s for s in scores if len(s[2]) == 1), key=lambda s: (s[0], s[1]))
+        by_roc = max(scores, key=lambda s: (s[0], s[1]))
+        by_pr = max(scores, key=lambda s: (s[1], s[0]))
+
+        def entry(s: tuple[float, float, tuple[str, ...]]) -> dict[str, Any]:
+            return {"members": list(s[2]), "roc_auc": round(s[0], 4), "pr_auc": round(s[1], 4)}
+
+        out[d] = {"models": len(own), "subsets": len(scores), "best_single": entry(single),
+                  "best_by_roc": entry(by_roc), "best_by_pr": entry(by_pr),
+                  "roc_margin": round(by_roc[0] - single[0], 4), "pr_margin": round(by_pr[1] - single[1], 4)}
+    return out
 
 
 def _front(
@@ -352,6 +394,21 @@ def format_report(report: Mapping[str, Any]) -> str:
         lines += [f"== {n_beds} bed(s) ==", *_table(headers, rows, right)]
         if picks:
             lines += ["selector picks:", *picks]
+        lines.append("")
+    ceiling = report.get("ceiling")
+    if ceiling:
+        lines.append(f"Test ceiling: subsets of at most {ceiling['max_members']} picked on the test split "
+                     "(hindsight, an upper bound on what any selection gains; window level):")
+        for d, c in ((d, c) for d, c in ceiling.items() if isinstance(c, dict)):
+            single, roc, pr = c["best_single"], c["best_by_roc"], c["best_by_pr"]
+            lines += [
+                f"  {d} ({c['models']} models, {c['subsets']} subsets): best single {_short(single['members'][0])} "
+                f"ROC {single['roc_auc']:.4f} / PR {single['pr_auc']:.4f}",
+                f"    best by ROC {roc['roc_auc']:.4f} (+{c['roc_margin']:.4f}): "
+                + ", ".join(_short(m) for m in roc["members"]),
+                f"    best by PR  {pr['pr_auc']:.4f} (+{c['pr_margin']:.4f}): "
+                + ", ".join(_short(m) for m in pr["members"]),
+            ]
         lines.append("")
     return "\n".join(lines)
 

@@ -41,7 +41,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         report = build_report(
             load_zoo(settings.model_dir), budgets_ms=args.budgets, beds=args.beds, window_s=window_s,
             leads=args.leads, artifact_dir=settings.model_dir, hop_s=settings.hop_s, phases=args.phases,
-            seed=args.seed, progress=not args.quiet,
+            seed=args.seed, ceiling=args.ceiling, progress=not args.quiet,
         )
     except EnsembleError as exc:
         print(f"holmes ensemble report: {exc}", file=sys.stderr)
@@ -80,5 +80,7 @@ def add_ensemble_commands(subparsers: argparse._SubParsersAction[argparse.Argume
     p.add_argument("--seed", type=int, default=0, help="seed of the random baseline and random starts")
     p.add_argument("--json", default=None, metavar="PATH", help="write the full report here")
     p.add_argument("--png", default=None, metavar="PATH", help="write the Pareto-front plot here")
+    p.add_argument("--ceiling", action="store_true",
+                   help="also the best subsets picked on the test split (hindsight: what a margin could be)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(fn=cmd_report)

@@ -118,3 +118,30 @@ def test_cli_runs_with_the_real_latency_model(tmp_path: Path, capsys: pytest.Cap
     cell = next(c for c in report["cells"] if c["budget_ms"] == 60.0)
     assert cell["strategies"]["selector"]["predicted_p99_ms"] <= 60.0
     assert (tmp_path / "report.png").stat().st_size > 0
+
+
+def test_test_ceiling_is_the_hindsight_best_of_the_zoo(zoo: list[ServedModel]) -> None:
+    from sklearn.metrics import roc_auc_score
+
+    from ensemble.report import test_ceiling
+    from ensemble.selector import ValidationTable, candidates
+
+    cands = [m for m in candidates(zoo, 10.0, 1) if m.model_id.startswith(("rr-", "resnet1d-w8", "transformer"))]
+    ids = [m.model_id for m in cands]
+    test = ValidationTable.from_models(cands, split="test", window_s=10.0)
+    ceiling = test_ceiling(ids, test, max_members=2)
+    cinc = ceiling["cinc"]
+    assert cinc["subsets"] == len(ids) + len(ids) * (len(ids) - 1) // 2
+    rows = test.datasets == "cinc"
+    singles = {m: roc_auc_score(test.labels[rows], test.combined_logits((m,))[rows]) for m in ids}
+    best = max(singles, key=singles.__getitem__)
+    assert cinc["best_single"]["members"] == [best] and cinc["best_single"]["roc_auc"] == round(singles[best], 4)
+    # a pair of these beats the best of them on test, and the ceiling is at least every pair's figure
+    pair = cinc["best_by_roc"]
+    assert len(pair["members"]) == 2 and cinc["roc_margin"] > 0 and cinc["pr_margin"] >= 0
+    for a, b in [(ids[0], ids[1]), (best, ids[-1])]:
+        assert roc_auc_score(test.labels[rows], test.combined_logits((a, b))[rows]) <= pair["roc_auc"] + 5e-5
+    text = format_report({"config": {"window_s": 10, "leads": 1, "objective": "x", "latency": "x", "exact": True,
+                                     "search_space": 1, "beds": []}, "candidates": [], "cells": [],
+                          "ceiling": ceiling})
+    assert f"best by ROC {pair['roc_auc']:.4f} (+{cinc['roc_margin']:.4f})" in text
