@@ -66,6 +66,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     import features
     from ensemble.feature_process import FeatureProcess
     from ensemble.scoring import WindowScorer
+    from holmes.procs import freeze_heap
     from holmes.serving import build_planner, first_load, resolve_device
     from ingest.worker import WorkerConfig, run_worker, warm_plan
     from models.zoo import load_zoo
@@ -121,6 +122,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
         max_batch=settings.max_batch,
         replan_interval_s=settings.replan_interval_s,
     )
+    freeze_heap("worker")
     run_worker(config, scorer, loglevel=settings.log_level, planner=planner)
     return 0
 
@@ -133,6 +135,7 @@ def cmd_api(args: argparse.Namespace) -> int:
     from api.config import ApiConfig
     from api.errors import ConfigError
     from holmes.cli_models import registration_config
+    from holmes.procs import freeze_heap
 
     settings = ApiSettings()
     settings.state_dir.mkdir(parents=True, exist_ok=True)
@@ -163,13 +166,16 @@ def cmd_api(args: argparse.Namespace) -> int:
     port = args.port if args.port is not None else settings.api_port
     # No per-message deflate on the WebSocket: every score would be compressed once per client on the API's
     # one core (a fifth of its CPU at 1,000 beds); the page runs on the hospital network.
-    uvicorn.run(create_app(config, registration_config(settings)), host=args.host or settings.api_host, port=port,
-                log_level=settings.log_level, access_log=False, ws_per_message_deflate=False)
+    app = create_app(config, registration_config(settings))
+    freeze_heap("api")
+    uvicorn.run(app, host=args.host or settings.api_host, port=port, log_level=settings.log_level, access_log=False,
+                ws_per_message_deflate=False)
     return 0
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
     """Replay ECG for N beds into the waveform topic."""
+    from holmes.procs import freeze_heap
     from simulator.events import parse_event
     from simulator.kafka import kafka_sender, make_producer
     from simulator.replay import Simulator, SimulatorConfig
@@ -191,9 +197,9 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     )
     producer = make_producer(settings.kafka_bootstrap)
     try:
-        stats = Simulator(config, kafka_sender(producer, settings.topics().waveforms.name)).run(
-            progress=not args.quiet
-        )
+        simulator = Simulator(config, kafka_sender(producer, settings.topics().waveforms.name))
+        freeze_heap("simulator")
+        stats = simulator.run(progress=not args.quiet)
     finally:
         producer.flush()
         producer.close()
