@@ -1,4 +1,5 @@
-"""Child-process supervision for ``holmes up`` and ``holmes bench``: no orphans, whatever happens."""
+"""Child-process supervision for ``holmes up`` and ``holmes bench``: no orphans, whatever happens; and the
+garbage-collector setting every long-running ``holmes`` process takes once it has started (:func:`freeze_heap`)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from pathlib import Path
 from ingest.broker import die_with_parent as _die_with_parent
 
 log = logging.getLogger(__name__)
+
 
 def freeze_heap(what: str) -> int:
     """Collect once, then put every object alive out of the cyclic collector's reach (:func:`gc.freeze`).
