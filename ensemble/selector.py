@@ -554,11 +554,11 @@ class _Problem:
         value = self._lat.get(s)
         if value is not None:
             return value <= self.budget_ms
-        mask = _mask(s)
-        if any(mask & ~known == 0 for known in self._fit):
+        if self.known_fit(s):
             return True
         if self.known_over(s):
             return False
+        mask = _mask(s)
         ok = self.latency(s) <= self.budget_ms
         if ok:
             self._fit = [known for known in self._fit if known & ~mask] + [mask]
@@ -597,6 +597,11 @@ class _Problem:
         new, old = round(self.objective(s), _TIE_DECIMALS), round(self.objective(self.best), _TIE_DECIMALS)
         if new > old or (new == old and self.key(s) < self.key(self.best)):
             self.best = s
+
+    def known_fit(self, s: Subset) -> bool:
+        """Inside a subset already predicted within the budget (so it fits too), no prediction made."""
+        mask = _mask(s)
+        return any(mask & ~known == 0 for known in self._fit)
 
     def known_over(self, s: Subset) -> bool:
         """Holds a subset already predicted over the budget (so it is over too), no prediction made."""

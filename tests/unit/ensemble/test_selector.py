@@ -456,8 +456,8 @@ def test_beam_search_predicts_nothing_monotone_latency_answers() -> None:
         assert not any(not ok and set(m) <= set(members) for m, ok in predicted[:k])
     everything: set[tuple[str, ...]] = set()
     found = beam_search(ids, table.objective, lambda m: everything.add(m) or latency(m), 1e9)
-    assert found.evaluated > 2000  # subsets ranked, against
-    assert found.predicted == len(everything) < 25  # all 18 at once fit, so nothing below them is (ties aside)
+    assert found.evaluated > 2000  # subsets ranked by objective ...
+    assert found.predicted == len(everything) < 25  # ... but all 18 fit together: only ties and the winner are
 
 
 def test_auto_switches_to_beam_search_beyond_the_limit() -> None:
