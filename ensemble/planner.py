@@ -15,6 +15,10 @@ profile (:class:`Slowdown`). The planner keeps the plan in force unless
   so between searches an upgrade already found, or the plan in force before a shed, is checked with one
   prediction instead: a plan shed for a transient (a ward's first seconds) comes back once it fits again.
 
+A new plan must also leave the executor headroom: predicted busy at most ``max_utilisation`` of the time
+(default 0.8), so that the contention rising by as much as the planner tolerates without re-planning, or by
+the work the plan itself adds, does not tip it into a growing queue.
+
 Hysteresis comes from four things: a new plan is chosen for ``margin`` below the budget
 (``budget * (1 - margin)``) but only abandoned above the budget itself, so a load that wobbles around one
 boundary does not flip the plan; upgrades wait ``dwell_s``; upgrades need ``min_gain``; and a plan shed
@@ -52,7 +56,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-__all__ = ["PlannerConfig", "Planner", "Slowdown"]
+__all__ = ["PlannerConfig", "Planner", "Slowdown", "headroom_p99"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +73,14 @@ class PlannerConfig:
         The stream's hop and chunk length (the load model).
     margin : float
         A new plan must predict p99 <= ``budget_ms * (1 - margin)``.
+    max_utilisation : float
+        ... and keep the executor busy at most this share of the time (predicted). Latency is not linear in
+        the load: near a utilisation of 1 the queue, so the p99, grows without bound, and a plan predicted
+        at 0.95-0.99 (what the search picks at 1,000 beds when only the p99 counts: a few milli-AUC better)
+        goes over budget on the first few per cent of extra CPU work, including its own (the contention
+        the worker measures rises with the work it adds: 1.75x -> 2.25x after one such upgrade). The default
+        is ``1 / change_ratio``: a plan stays stable when the contention rises by as much as the planner lets
+        pass without re-planning.
     min_gain : float
         Validation ROC-AUC an upgrade must gain.
     dwell_s : float
@@ -104,6 +116,7 @@ class PlannerConfig:
     hop_s: float = 5.0
     chunk_s: float = 1.0
     margin: float = 0.15
+    max_utilisation: float = 0.8
     min_gain: float = 0.002
     dwell_s: float = 20.0
     slowdown_step: float = 0.25
@@ -115,7 +128,8 @@ class PlannerConfig:
     search_in_process: bool = False
 
     def __post_init__(self) -> None:
-        valid = self.budget_ms > 0 and 0 <= self.margin < 1 and self.min_gain >= 0 and self.dwell_s >= 0
+        valid = self.budget_ms > 0 and 0 <= self.margin < 1 and self.min_gain >= 0 and self.dwell_s >= 0 and (
+            0 < self.max_utilisation <= 1)
         if not (valid and self.contention >= 1.0):
             raise EnsembleError(f"invalid planner config {self}")
 
@@ -374,6 +388,11 @@ class Planner:
         """Predicted latency of ``members`` at ``load`` with the slowdowns observed so far."""
         return self.model().predict(members, load)
 
+    def plan_p99(self, members: Sequence[str], load: Load) -> float:
+        """What a new plan is held to: the predicted p99 of ``members`` at ``load``, infinite when they would
+        keep the executor busy more than ``max_utilisation`` of the time (:func:`headroom_p99`)."""
+        return headroom_p99(self.model(), members, load, self.config.max_utilisation)
+
     def fit_contention(self, members: Sequence[str], load: Load, measured_p99_ms: float) -> float:
         """The contention at which the model predicts the measured p99 of ``members`` (never below the one in
         use; bisection in log space up to 20x). The worker measures up to publication, so the mean of the
@@ -423,7 +442,8 @@ class Planner:
                     if self._searcher is None:
                         assert self.table is not None
                         self._searcher = SearchProcess(self.candidate_ids, self.table, self.config.max_members)
-                    self._inflight = (key, self._searcher.submit(load, self.model(), self.target_ms))
+                    self._inflight = (key, self._searcher.submit(load, self.model(), self.target_ms,
+                                                                 self.config.max_utilisation))
                     return None
                 except (BrokenProcessPool, OSError, RuntimeError) as exc:
                     log.warning("the search process failed (%s); searching in this process", exc)
@@ -439,7 +459,7 @@ class Planner:
         table = self.table
 
         def p99(members: tuple[str, ...]) -> float:
-            return self.predict(members, load).p99_ms
+            return self.plan_p99(members, load)
 
         try:
             chosen = None
@@ -447,15 +467,14 @@ class Planner:
                 try:
                     if self._searcher is None:
                         self._searcher = SearchProcess(self.candidate_ids, table, self.config.max_members)
-                    chosen = self._searcher.select(load, self.model(), target)
+                    chosen = self._searcher.select(load, self.model(), target, self.config.max_utilisation)
                 except (BrokenProcessPool, OSError) as exc:  # searched here this time, a new process next time
                     log.warning("the search process failed (%s); searching in this process", exc)
                     self.close()
             if chosen is None:
                 chosen = select(self.candidate_ids, table.objective, p99, target, max_members=self.config.max_members)
         except NoFeasibleEnsemble:
-            cheapest = min(self.candidate_ids, key=lambda m: (p99((m,)), m))
-            chosen = Selection((cheapest,), table.objective((cheapest,)), p99((cheapest,)), "cheapest", 1)
+            chosen = self._fastest(load)
         self._cache[key] = chosen
         return chosen
 
@@ -476,7 +495,7 @@ class Planner:
             self._cache[key] = self._fastest(load)
             return None
         self._cache[key] = chosen
-        return chosen if self.predict(chosen.members, load).p99_ms <= self.target_ms else None
+        return chosen if self.plan_p99(chosen.members, load) <= self.target_ms else None
 
     def build(self, selection: Selection, load: Load, reason: str) -> ServingPlan:
         """The serving plan of a selection: members cheapest first (the first always runs), its combiner."""
@@ -611,7 +630,7 @@ class Planner:
         fits = []
         for members in (self._pending.members if self._pending is not None else None, self._shed_from):
             if members:
-                p99 = self.predict(members, load).p99_ms
+                p99 = self.plan_p99(members, load)
                 if p99 <= self.target_ms:
                     fits.append(Selection(tuple(members), self.table.objective(members), p99, "kept", 0))
         if not fits:
@@ -629,7 +648,7 @@ class Planner:
         kept = self._cheapest_first(members)
         while len(kept) > 1:
             kept = kept[:-1]
-            p99 = self.predict(kept, load).p99_ms
+            p99 = self.plan_p99(kept, load)
             if p99 <= self.target_ms:
                 return Selection(tuple(kept), self.table.objective(tuple(kept)), p99, "shed", len(members))
         return self._fastest(load)
@@ -699,14 +718,15 @@ class SearchProcess:
                                          initializer=_init_search,
                                          initargs=(list(candidate_ids), table, max_members))
 
-    def submit(self, load: Load, model: LatencyModel, target_ms: float) -> Future[Selection | None]:
+    def submit(self, load: Load, model: LatencyModel, target_ms: float,
+               max_utilisation: float = 1.0) -> Future[Selection | None]:
         """The search, started: its result is a :class:`Selection`, or None when nothing fits."""
-        return self._pool.submit(_search, load, model, target_ms)
+        return self._pool.submit(_search, load, model, target_ms, max_utilisation)
 
-    def select(self, load: Load, model: LatencyModel, target_ms: float) -> Selection:
+    def select(self, load: Load, model: LatencyModel, target_ms: float, max_utilisation: float = 1.0) -> Selection:
         """The search's :class:`Selection` with ``model`` (the planner's, as observed now); raises
         :class:`NoFeasibleEnsemble` as ``select`` does."""
-        chosen = self._pool.submit(_search, load, model, target_ms).result()
+        chosen = self._pool.submit(_search, load, model, target_ms, max_utilisation).result()
         if chosen is None:
             raise NoFeasibleEnsemble(f"no candidate fits {target_ms:.0f} ms")
         return chosen
@@ -727,18 +747,26 @@ def _init_search(candidate_ids: list[str], table: ValidationTable, max_members: 
     _SEARCH.update(ids=candidate_ids, table=table, max_members=max_members)
 
 
-def _search(load: Load, model: LatencyModel, target_ms: float) -> Selection | None:
+def _search(load: Load, model: LatencyModel, target_ms: float, max_utilisation: float) -> Selection | None:
     table = _SEARCH["table"]
     assert isinstance(table, ValidationTable)
 
     def p99(members: tuple[str, ...]) -> float:
-        return model.predict(members, load).p99_ms
+        return headroom_p99(model, members, load, max_utilisation)
 
     try:
         return select(_SEARCH["ids"], table.objective, p99, target_ms,  # type: ignore[arg-type]
                       max_members=_SEARCH["max_members"])  # type: ignore[arg-type]
     except NoFeasibleEnsemble:
         return None
+
+
+def headroom_p99(model: LatencyModel, members: Sequence[str], load: Load, max_utilisation: float) -> float:
+    """``model``'s predicted p99 of ``members`` at ``load``; infinite when they would keep the executor busy
+    more than ``max_utilisation`` of the time (:attr:`PlannerConfig.max_utilisation`). Never decreases when a
+    member is added (the utilisation does not), as the selector's latency must not."""
+    prediction = model.predict(members, load)
+    return prediction.p99_ms if prediction.utilisation <= max_utilisation else math.inf
 
 
 def table_objective(table: ValidationTable | None, model_id: str) -> float:

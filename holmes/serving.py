@@ -67,6 +67,7 @@ def build_planner(zoo: Sequence[ServedModel], settings: WorkerSettings, feature_
     return Planner(zoo, latency, PlannerConfig(
         budget_ms=settings.budget_ms, window_s=settings.window_s, hop_s=settings.hop_s,
         max_members=settings.max_members, contention=settings.cpu_contention,
+        max_utilisation=settings.max_utilisation,
         pinned=tuple(m.strip() for m in settings.ensemble.split(",") if m.strip()),
         search_in_process=search_in_process,
     ))

@@ -56,6 +56,10 @@ class WorkerSettings(CommonSettings):
     feature_process: bool = Field(default=True,
                                   description="extract features in a child process, off the worker's GIL")
     max_members: int = Field(default=6, ge=1, le=16, description="largest ensemble the selector may choose")
+    max_utilisation: float = Field(
+        default=0.8, gt=0, le=1.0,
+        description="most of its time a new plan may keep the executor busy (predicted): headroom for contention",
+    )
     plan_beds: int = Field(default=64, ge=1, description="beds assumed by the first plan, before any is seen")
     plan_phases: int = Field(default=1, ge=1, le=3600,
                              description="ticks per hop the first plan assumes windows fall due in (1 = all at once)")
