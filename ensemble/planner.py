@@ -580,8 +580,12 @@ class Planner:
             reason = self._why(previous_load, load, old_slowdown, members)
             reason = f"over budget: {reason}; predicted p99 {_ms(now_pred.p99_ms)} > {self.config.budget_ms:.0f} ms"
             cheaper = self.shed(members, load)
-            if set(cheaper.members) == set(members) or not cheaper.predicted_p99_ms < now_pred.p99_ms:
-                self.load = load  # nothing faster is predicted: keep it (no flapping), deadline drops shed
+            if set(cheaper.members) == set(members) or not cheaper.predicted_p99_ms < now_pred.p99_ms or (
+                    len(members) == 1 and cheaper.predicted_p99_ms > self.config.budget_ms):
+                # nothing faster is predicted, or only another lone model that misses the budget as well (on
+                # a saturated machine the two swapped places every other second as the measures moved):
+                # keep it (no flapping), deadline drops shed the load
+                self.load = load
                 return None
             self._sheds[frozenset(members)] += 1
             if self._shed_from is None:
