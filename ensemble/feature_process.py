@@ -5,11 +5,15 @@ thousands of times a batch. In the worker's process every take waits behind the 
 publishing scores) and the Kafka consumer's thread, so at 1,000 beds a batch's features ran 3.7x their idle
 cost while the machine had most of a core free (measured, ``holmes bench --beds 1000``). In a child process
 the same work runs on that core; what it costs on top is pickling the windows there and the features back.
-The child is spawned (not forked: the worker has threads) and dies with its parent.
+The child is spawned (not forked: the worker has threads) and dies with its parent. Once it has imported
+what it needs it freezes that out of the garbage collector (as the worker does, ``holmes.procs.freeze_heap``):
+a full collection walks every object alive, numpy's and scipy's included, and a feature batch allocates
+enough to trigger them (a 34 ms pause was seen in a child that did not).
 """
 
 from __future__ import annotations
 
+import gc
 import logging
 import multiprocessing
 from collections.abc import Sequence
@@ -37,6 +41,14 @@ def die_with_parent() -> None:
         pass
 
 
+def _init_child() -> None:
+    """The feature child's start: die with the parent; what is loaded now (this module imported ``features``,
+    numpy and scipy) is frozen out of the cyclic garbage collector, so its full collections stay short."""
+    die_with_parent()
+    gc.collect()
+    gc.freeze()
+
+
 class FeatureProcess:
     """``features.extract_batch`` in one child process: call it as the function itself.
 
@@ -49,7 +61,7 @@ class FeatureProcess:
 
     @staticmethod
     def _start() -> ProcessPoolExecutor:
-        return ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"), initializer=die_with_parent)
+        return ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"), initializer=_init_child)
 
     def __call__(self, signals: Sequence[np.ndarray], fs_hz: float) -> list[features.WindowFeatures]:
         if not signals:

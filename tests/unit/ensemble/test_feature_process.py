@@ -50,3 +50,17 @@ def test_a_killed_child_is_replaced_and_its_batch_extracted_here(windows: list[n
         _same(extract(windows[:2], 250.0), features.extract_batch(windows[:2], 250.0))  # the new child
     finally:
         extract.close()
+
+
+def test_the_child_freezes_what_it_loaded_out_of_the_garbage_collector(windows: list[np.ndarray]) -> None:
+    import gc
+
+    extract = FeatureProcess()
+    try:
+        extract(windows[:1], 250.0)
+        # numpy, scipy and features were loaded before the freeze: tens of thousands of objects that a full
+        # collection no longer walks; cyclic garbage made afterwards is still collected
+        assert extract._pool.submit(gc.get_freeze_count).result() > 20_000  # noqa: SLF001
+        assert extract._pool.submit(gc.collect).result() >= 0  # noqa: SLF001
+    finally:
+        extract.close()
