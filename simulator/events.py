@@ -193,8 +193,8 @@ class EventSource:
         extra = ", ".join(s.event.spec() + (f" from {s.origin}" if s.origin else "") for s in self._spans)
         return f"{self.inner.describe()} [{extra}]"
 
-    def warm(self) -> None:
-        self.inner.warm()
+    def warm(self, seconds: float = 0.0) -> None:
+        self.inner.warm(seconds)
 
     def _peek(self, n: int) -> np.ndarray:
         short = n - self._ahead.shape[1]

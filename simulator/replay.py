@@ -29,6 +29,9 @@ from simulator.sources import SOURCE_KINDS, AfLibrary, Source, SourceKind, bed_s
 MIN_CHUNK_S = 0.25
 MAX_CHUNK_S = 1.0
 #: Spread-mode sends are coalesced into slots of this many real seconds (see ``SimulatorConfig.slot_s``).
+#: Seconds of each bed's signal loaded before the clock starts (at most the run): beyond the first block, what
+#: a bed reaches while streaming is otherwise resampled then, on the machine the system under test runs on.
+PREWARM_S = 120.0
 DEFAULT_SLOT_S = 0.1
 MAX_SLOT_S = 0.25
 
@@ -252,10 +255,12 @@ class Simulator:
         return len(self.tick_edges) - 1
 
     def prepare(self) -> None:
-        """Load every bed's first block (disk reads, resampling) before the clock starts."""
+        """Load what every bed reads in its first ``PREWARM_S`` seconds (disk reads, resampling) before the clock
+        starts."""
         if not self._prepared:
+            ahead_s = min(self.config.duration_s, PREWARM_S)
             for src in self.sources:
-                src.warm()
+                src.warm(ahead_s)
             self._leads = [src.leads for src in self.sources]
             self._gains = [src.gain for src in self.sources]
             self._prepared = True

@@ -189,3 +189,28 @@ def test_record_read_once_gives_the_millivolts_of_a_span_read(data_dir: Path, mo
     for b in range(3):
         rec.block(b)
     assert reads == [], "blocks come from the record read once, not from the files again"
+
+
+@pytest.mark.parametrize("kind", ["mitdb", "cinc2017"])
+def test_a_warmed_source_reads_what_a_cold_one_does(data_dir: Path, kind: str) -> None:
+    cold, warm = make_sources(kind, 3, data_dir, seed=4), make_sources(kind, 3, data_dir, seed=4)
+    for a, b in zip(cold, warm, strict=True):
+        b.warm(150.0)
+        for n in (FS, 7 * FS + 3, 60 * FS, 90 * FS, 2):  # across blocks and records, past what was warmed
+            assert np.array_equal(a.read(n), b.read(n))
+
+
+def test_a_warmed_mitdb_source_resamples_nothing_while_it_streams(
+    data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    record = MitdbRecord(data_dir / "mitdb" / "201")
+    src = MitdbSource(record, offset=50 * FS)  # 10 s before its first block ends
+    src.warm(130.0)
+    calls: list[tuple[int, int]] = []
+    resampled_mv = record.resampled_mv
+    monkeypatch.setattr(record, "resampled_mv", lambda a, b: calls.append((a, b)) or resampled_mv(a, b))
+    for _ in range(130):  # 130 one-second chunks: three blocks
+        src.read(FS)
+    assert calls == []
+    src.read(60 * FS)  # beyond: loaded as it comes
+    assert calls
