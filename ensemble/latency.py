@@ -220,6 +220,18 @@ class BatchProfile:
     def from_card(cls, latency_ms: Mapping[int | str, float]) -> BatchProfile:
         return cls({int(b): float(ms) for b, ms in latency_ms.items()})
 
+    def scaled(self, small: float, large: float, large_batch: int = 64) -> BatchProfile:
+        """This profile as measured on another machine (or day): ``small`` times it at batch 1, ``large`` times
+        it from ``large_batch`` up, the factor in between interpolated in log batch size. The worker times
+        its candidates at both sizes when it starts (``holmes.serving.measure_profile_scales``): the cards'
+        profiles were measured when the models were registered, and one machine ran them 1.1-3.3x slower
+        on another day (idle, one thread), by a different factor per model and batch size."""
+        if not (math.isfinite(small) and math.isfinite(large) and small > 0 and large > 0 and large_batch > 1):
+            raise EnsembleError(f"invalid profile scale {small}, {large} (batch {large_batch})")
+        where = np.clip(np.log(self.sizes) / math.log(large_batch), 0.0, 1.0)
+        factor = small * (large / small) ** where
+        return BatchProfile(dict(zip(self.sizes.astype(int).tolist(), (self.ms * factor).tolist(), strict=True)))
+
     def __call__(self, batch: int) -> float:
         if batch <= 0:
             return 0.0
@@ -290,6 +302,9 @@ class LatencyModel:
         Equal-probability quantiles (mean about 1) of how much one batch's time varies around its mean
         (:meth:`ensemble.planner.Slowdown.jitter`); each window's own batch time is scaled by them, its wait
         for earlier batches is not. ``(1.0,)`` = none.
+    profile_scales : mapping of str to (float, float)
+        Per model, the ``(batch 1, batch 64)`` factors its profile in ``profiles`` was scaled by from its card
+        (:meth:`BatchProfile.scaled`: measured here when the worker started); empty = the cards' profiles.
     """
 
     profiles: dict[str, BatchProfile]
@@ -298,6 +313,7 @@ class LatencyModel:
     contention: float = 1.0
     transport: Transport = field(default_factory=Transport)
     jitter: tuple[float, ...] = (1.0,)
+    profile_scales: dict[str, tuple[float, float]] = field(default_factory=dict)
 
     @classmethod
     def from_models(cls, models: Sequence[object], costs: Costs | None = None) -> LatencyModel:
@@ -312,8 +328,18 @@ class LatencyModel:
         return cls(profiles, costs or Costs())
 
     def with_costs(self, **changes: float) -> LatencyModel:
-        return LatencyModel(self.profiles, replace(self.costs, **changes), dict(self.slowdown), self.contention,
-                            self.transport, self.jitter)
+        return replace(self, costs=replace(self.costs, **changes), slowdown=dict(self.slowdown))
+
+    def rescaled(self, scales: Mapping[str, tuple[float, float]]) -> LatencyModel:
+        """The model with each listed profile scaled from its card by ``(batch 1, batch 64)`` factors
+        (:meth:`BatchProfile.scaled`); profiles not listed stay as they are."""
+        profiles = dict(self.profiles)
+        for model_id, (small, large) in scales.items():
+            if model_id in profiles:
+                profiles[model_id] = profiles[model_id].scaled(small, large)
+        return replace(self, profiles=profiles, slowdown=dict(self.slowdown),
+                       profile_scales={**self.profile_scales, **{m: (float(a), float(b)) for m, (a, b) in
+                                                                 scales.items() if m in profiles}})
 
     def models_ms(self, members: Sequence[str], batch: int) -> float:
         """Inference time of one batch through every member, ms."""

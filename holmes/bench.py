@@ -383,6 +383,8 @@ def worker_figures(options: BenchOptions, stats_path: Path) -> dict[str, Any]:
                                    else measure_feature_costs())
         model = LatencyModel.from_models(zoo, Costs(feature_ms=per_window_ms, feature_fixed_ms=fixed_ms,
                                                     max_batch=batch))
+        # the profiles as the worker timed them at its start (its slowdowns are measured against those)
+        model = model.rescaled({m: (float(a), float(b)) for m, (a, b) in (stats.get("profile_scales") or {}).items()})
         # the transport the worker measured last (upstream) with the API's fetch wait (downstream)
         measured = stats.get("transport")
         if measured:

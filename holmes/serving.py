@@ -6,8 +6,9 @@
 
 from __future__ import annotations
 
+import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from holmes.settings import WorkerSettings
@@ -18,7 +19,12 @@ if TYPE_CHECKING:
     from ensemble.scoring import FeatureExtractor, ServingPlan
     from models.zoo import ServedModel
 
-__all__ = ["build_planner", "describe_plan", "first_load", "resolve_device"]
+__all__ = ["build_planner", "describe_plan", "first_load", "measure_profile_scales", "resolve_device"]
+
+log = logging.getLogger(__name__)
+
+#: the larger batch size the worker times its candidates at when it starts (the one busy loads run at)
+PROFILE_LARGE_BATCH = 64
 
 
 def resolve_device(device: str) -> str:
@@ -43,34 +49,67 @@ def resolve_device(device: str) -> str:
     )
 
 
+def measure_profile_scales(models: Sequence[ServedModel], budget_s: float = 0.1) -> dict[str, tuple[float, float]]:
+    """Per model, its time here and now over its card's profile at batch 1 and at ``PROFILE_LARGE_BATCH``
+    (:func:`models.zoo.served.profile_latency`: median of timed calls, one torch thread, on the model's device).
+
+    A card's profile was measured when the model was registered; on another day the same machine ran the
+    10-s candidates 1.1-3.3x slower, idle (1.5-2.9x at batch 1, 1.1-3.3x at 64: not one factor per
+    machine), and the latency model would have taken that for contention only once batches had run.
+    About 3 s at worker start (18 candidates; 6 s on the slower day)."""
+    from ensemble.latency import BatchProfile
+    from models.zoo.served import profile_latency
+
+    out: dict[str, tuple[float, float]] = {}
+    for model in models:
+        card = BatchProfile.from_card(model.card.latency_ms)
+        now = profile_latency(model, (1, PROFILE_LARGE_BATCH), device=model.device, budget_s=budget_s)
+        if card(1) > 0 and card(PROFILE_LARGE_BATCH) > 0:
+            out[model.model_id] = (now[1] / card(1), now[PROFILE_LARGE_BATCH] / card(PROFILE_LARGE_BATCH))
+    return out
+
+
 def build_planner(zoo: Sequence[ServedModel], settings: WorkerSettings, feature_ms: float | None = None,
                   feature_fixed_ms: float = 0.0, search_in_process: bool = False,
-                  extract: FeatureExtractor | None = None) -> Planner:
+                  extract: FeatureExtractor | None = None,
+                  profile_scales: Mapping[str, tuple[float, float]] | None = None) -> Planner:
     """The worker's planner: latency model from the zoo's profiles, budget, window, hop and size from settings.
 
     The feature costs (``feature_fixed_ms`` per batch + ``feature_ms`` per window) are timed here, as at worker
-    start (through ``extract``, the scorer's feature extraction), unless ``feature_ms`` is given. The latency
-    model is the planner's ``latency``; its downstream transport waits up to half of ``api_fetch_max_wait_ms``.
+    start (through ``extract``, the scorer's feature extraction), unless ``feature_ms`` is given; so are the
+    candidates' profiles against their cards (:func:`measure_profile_scales`), unless ``profile_scales`` is
+    given (``{}``: the cards as they are). The latency model is the planner's ``latency``; its downstream
+    transport waits up to half of ``api_fetch_max_wait_ms``.
     """
     from ensemble.latency import Costs, LatencyModel, Transport, measure_feature_costs
     from ensemble.planner import Planner, PlannerConfig
+    from ensemble.selector import candidates
 
     batch = 1 if settings.exec_mode == "per-request" else settings.max_batch
     if feature_ms is None:
         feature_fixed_ms, feature_ms = measure_feature_costs(extract=extract)
     costs = Costs(feature_ms=feature_ms, feature_fixed_ms=feature_fixed_ms, max_batch=batch)
-    latency = LatencyModel.from_models(zoo, costs)
-    # Upstream: the default until the worker has measured its own. Downstream: a score waits for the API's
-    # fetch in flight, which the embedded broker holds about half of its wait even when data arrives meanwhile
-    # (../shared/BROKER.md, long-poll), so uniform over 0..wait/2.
-    latency.transport = Transport(downstream_wait_ms=settings.api_fetch_max_wait_ms / 2)
-    return Planner(zoo, latency, PlannerConfig(
+    config = PlannerConfig(
         budget_ms=settings.budget_ms, window_s=settings.window_s, hop_s=settings.hop_s,
         max_members=settings.max_members, contention=settings.cpu_contention,
         max_utilisation=settings.max_utilisation,
         pinned=tuple(m.strip() for m in settings.ensemble.split(",") if m.strip()),
         search_in_process=search_in_process,
-    ))
+    )
+    latency = LatencyModel.from_models(zoo, costs)
+    if profile_scales is None:
+        profile_scales = measure_profile_scales(candidates(zoo, config.window_s, config.leads))
+        if profile_scales:
+            large = sorted(b for _, b in profile_scales.values())
+            log.info("the %d candidate models run %.2f-%.2fx their cards' profiles here at batch %d (median "
+                     "%.2fx); planning with what was measured", len(large), large[0], large[-1],
+                     PROFILE_LARGE_BATCH, large[len(large) // 2])
+    latency = latency.rescaled(profile_scales)
+    # Upstream: the default until the worker has measured its own. Downstream: a score waits for the API's
+    # fetch in flight, which the embedded broker holds about half of its wait even when data arrives meanwhile
+    # (../shared/BROKER.md, long-poll), so uniform over 0..wait/2.
+    latency.transport = Transport(downstream_wait_ms=settings.api_fetch_max_wait_ms / 2)
+    return Planner(zoo, latency, config)
 
 
 def first_load(settings: WorkerSettings) -> Load:
@@ -113,6 +152,7 @@ def describe_plan(planner: Planner, plan: ServingPlan, load: Load, mode: str = "
         "feature_ms": round(planner.latency.costs.feature_ms, 4),
         "feature_fixed_ms": round(planner.latency.costs.feature_fixed_ms, 4),
         "max_batch": planner.latency.costs.max_batch,
+        "profile_scales": {m: [round(a, 4), round(b, 4)] for m, (a, b) in planner.latency.profile_scales.items()},
         "temperature": round(plan.combiner.temperature, 4),
         "fallback": [f"{m.name}@{m.version}" for m in plan.fallback],
         "reason": plan.reason,

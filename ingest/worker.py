@@ -1005,6 +1005,9 @@ def build_app(config: WorkerConfig, scorer: WindowScorer, planner: Planner | Non
             # the idle feature costs timed at start: the contention above is measured against them
             "feature_costs_ms": None if planner is None else {
                 "fixed": planner.latency.costs.feature_fixed_ms, "per_window": planner.latency.costs.feature_ms},
+            # and the candidates' profiles as timed at start over their cards' (batch 1, batch 64)
+            "profile_scales": None if planner is None else {
+                m: list(scale) for m, scale in planner.latency.profile_scales.items()},
         })
 
     @app.on_rebalance_complete.connect

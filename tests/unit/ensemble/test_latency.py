@@ -154,3 +154,21 @@ def test_windows_arriving_in_bunches_are_batched_together(model: LatencyModel) -
     assert bunched.utilisation == pytest.approx(one_by_one.utilisation)
     with pytest.raises(EnsembleError):
         Load(10, bunch_s=-0.1)
+
+
+def test_a_profile_scaled_by_what_was_measured_here(zoo: list[ServedModel], model: LatencyModel) -> None:
+    profile = BatchProfile({1: 2.0, 4: 3.0, 64: 20.0, 256: 80.0})
+    scaled = profile.scaled(1.5, 3.0)
+    assert scaled(1) == pytest.approx(3.0) and scaled(64) == pytest.approx(60.0) and scaled(256) == pytest.approx(240)
+    assert scaled(4) == pytest.approx(3.0 * 1.5 * 2 ** (2 / 6))  # the factor in log batch size, a third of the way
+    with pytest.raises(EnsembleError):
+        profile.scaled(0.0, 1.0)
+    # a latency model rescaled for one member: that member's batches cost more, the others' the same
+    members = ["resnet1d-w16d4-rr-2l-10s@1", "transformer-d48l3-rr-1l-10s@1"]
+    slower = model.rescaled({members[0]: (2.0, 2.5)})
+    assert slower.profile_scales == {members[0]: (2.0, 2.5)} and model.profile_scales == {}
+    assert slower.models_ms(members[:1], 64) == pytest.approx(2.5 * model.models_ms(members[:1], 64))
+    assert slower.models_ms(members[1:], 64) == pytest.approx(model.models_ms(members[1:], 64))
+    load = Load(256, phases=5)
+    assert slower.predict(members, load).p99_ms > model.predict(members, load).p99_ms
+    assert slower.with_costs(feature_ms=2.0).profile_scales == slower.profile_scales

@@ -24,13 +24,21 @@ def _settings(**values: object) -> WorkerSettings:
 
 def test_the_planner_follows_the_worker_settings(zoo: list[ServedModel]) -> None:
     settings = _settings(budget_ms=800.0, window_s=30.0, hop_s=2.5, max_members=3, max_batch=64)
-    planner = build_planner(zoo, settings, feature_ms=2.0)
+    planner = build_planner(zoo, settings, feature_ms=2.0, profile_scales={})
     c = planner.config
     assert (c.budget_ms, c.window_s, c.hop_s, c.max_members) == (800.0, 30.0, 2.5, 3)
     assert (planner.latency.costs.feature_ms, planner.latency.costs.max_batch) == (2.0, 64)
-    per_request = build_planner(zoo, _settings(exec_mode="per-request"), feature_ms=2.0)
+    per_request = build_planner(zoo, _settings(exec_mode="per-request"), feature_ms=2.0, profile_scales={})
     assert per_request.latency.costs.max_batch == 1
-    assert build_planner(zoo, _settings()).latency.costs.feature_ms > 0  # timed when not given
+    timed = build_planner(zoo, _settings())
+    assert timed.latency.costs.feature_ms > 0  # timed when not given
+    # and so is every candidate against its card, the profiles scaled by what was measured
+    assert set(timed.latency.profile_scales) == set(timed.candidate_ids)
+    for model_id, (small, large) in timed.latency.profile_scales.items():
+        assert 0 < small < 50 and 0 < large < 50
+        card = planner.latency.profiles[model_id]
+        assert timed.latency.profiles[model_id](1) == pytest.approx(card(1) * small)
+        assert timed.latency.profiles[model_id](64) == pytest.approx(card(64) * large)
 
 
 def test_first_load_is_the_planned_beds_and_phases() -> None:
@@ -65,8 +73,10 @@ def test_evaluate_scores_with_the_ensemble_served_at_n_beds(
     report = json.loads(out.read_text())
     ensemble = report["ensemble"]
     settings = _settings(plan_beds=64, plan_phases=5)
-    expected = build_planner(zoo, settings, feature_ms=ensemble["feature_ms"],
-                             feature_fixed_ms=ensemble["feature_fixed_ms"]).start(first_load(settings))
+    scales = {m: tuple(scale) for m, scale in ensemble["profile_scales"].items()}
+    assert scales  # evaluate plans with the profiles timed here, as the worker does
+    expected = build_planner(zoo, settings, feature_ms=ensemble["feature_ms"], feature_fixed_ms=ensemble[
+        "feature_fixed_ms"], profile_scales=scales).start(first_load(settings))
     assert report["models"] == ensemble["members"] == list(expected.member_ids)
     assert len(ensemble["members"]) > 1 and ensemble["mode"] == "ensemble"
     assert (ensemble["beds"], ensemble["phases"], ensemble["aligned"]) == (64, 5, False)

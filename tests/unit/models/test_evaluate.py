@@ -41,7 +41,7 @@ def zoo() -> list[ServedModel]:
 def plan(zoo: list[ServedModel]) -> ServingPlan:
     """The plan a worker started for 64 beds spread over the hop would serve (feature cost fixed, not timed)."""
     settings = WorkerSettings(_env_file=None, plan_beds=64, plan_phases=5, window_s=10.0, hop_s=5.0)
-    return build_planner(zoo, settings, feature_ms=1.4).start(first_load(settings))
+    return build_planner(zoo, settings, feature_ms=1.4, profile_scales={}).start(first_load(settings))
 
 
 def _described(plan: ServingPlan) -> dict[str, object]:
