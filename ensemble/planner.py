@@ -76,7 +76,7 @@ class PlannerConfig:
     max_utilisation : float
         ... and keep the executor busy at most this share of the time (predicted). Latency is not linear in
         the load: near a utilisation of 1 the queue, so the p99, grows without bound, and a plan predicted
-        at 0.95-0.99 (what the search picks at 1,000 beds when only the p99 counts: a few milli-AUC better)
+        at 0.88-0.99 (what the search picks at 1,000 beds when only the p99 counts: a few milli-AUC better)
         goes over budget on the first few per cent of extra CPU work, including its own (the contention
         the worker measures rises with the work it adds: 1.75x -> 2.25x after one such upgrade). The default
         is ``1 / change_ratio``: a plan stays stable when the contention rises by as much as the planner lets

@@ -28,10 +28,10 @@ from simulator.sources import SOURCE_KINDS, AfLibrary, Source, SourceKind, bed_s
 
 MIN_CHUNK_S = 0.25
 MAX_CHUNK_S = 1.0
-#: Spread-mode sends are coalesced into slots of this many real seconds (see ``SimulatorConfig.slot_s``).
 #: Seconds of each bed's signal loaded before the clock starts (at most the run): beyond the first block, what
 #: a bed reaches while streaming is otherwise resampled then, on the machine the system under test runs on.
 PREWARM_S = 120.0
+#: Spread-mode sends are coalesced into slots of this many real seconds (see ``SimulatorConfig.slot_s``).
 DEFAULT_SLOT_S = 0.1
 MAX_SLOT_S = 0.25
 
