@@ -52,8 +52,8 @@ import numpy as np
 
 from ensemble.errors import EnsembleError
 
-__all__ = ["BatchProfile", "Costs", "LatencyModel", "LatencyPrediction", "Load", "Transport", "ecg_like_window",
-           "measure_feature_costs", "measure_feature_ms"]
+__all__ = ["PROFILE_SCALE_BATCH", "BatchProfile", "Costs", "LatencyModel", "LatencyPrediction", "Load", "Transport",
+           "ecg_like_window", "measure_feature_costs", "measure_feature_ms"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,6 +204,11 @@ def _weighted_grid(values: np.ndarray, weights: np.ndarray, levels: int = _LEVEL
     return values[order][np.minimum(at, len(values) - 1)]
 
 
+PROFILE_SCALE_BATCH = 64
+"""The larger batch size a profile's scale is measured at (:meth:`BatchProfile.scaled`; the worker times its
+candidates there at start, the size busy loads run at)."""
+
+
 class BatchProfile:
     """A model's ms per call as a function of batch size: piecewise linear through the profiled sizes,
     extrapolated past the largest with its per-window cost."""
@@ -220,7 +225,7 @@ class BatchProfile:
     def from_card(cls, latency_ms: Mapping[int | str, float]) -> BatchProfile:
         return cls({int(b): float(ms) for b, ms in latency_ms.items()})
 
-    def scaled(self, small: float, large: float, large_batch: int = 64) -> BatchProfile:
+    def scaled(self, small: float, large: float, large_batch: int = PROFILE_SCALE_BATCH) -> BatchProfile:
         """This profile as measured on another machine (or day): ``small`` times it at batch 1, ``large`` times
         it from ``large_batch`` up, the factor in between interpolated in log batch size. The worker times
         its candidates at both sizes when it starts (``holmes.serving.measure_profile_scales``): the cards'

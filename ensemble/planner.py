@@ -723,11 +723,11 @@ class SearchProcess:
                                          initargs=(list(candidate_ids), table, max_members))
 
     def submit(self, load: Load, model: LatencyModel, target_ms: float,
-               max_utilisation: float = 1.0) -> Future[Selection | None]:
+               max_utilisation: float) -> Future[Selection | None]:
         """The search, started: its result is a :class:`Selection`, or None when nothing fits."""
         return self._pool.submit(_search, load, model, target_ms, max_utilisation)
 
-    def select(self, load: Load, model: LatencyModel, target_ms: float, max_utilisation: float = 1.0) -> Selection:
+    def select(self, load: Load, model: LatencyModel, target_ms: float, max_utilisation: float) -> Selection:
         """The search's :class:`Selection` with ``model`` (the planner's, as observed now); raises
         :class:`NoFeasibleEnsemble` as ``select`` does."""
         chosen = self._pool.submit(_search, load, model, target_ms, max_utilisation).result()

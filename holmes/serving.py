@@ -23,9 +23,6 @@ __all__ = ["build_planner", "describe_plan", "first_load", "measure_profile_scal
 
 log = logging.getLogger(__name__)
 
-#: the larger batch size the worker times its candidates at when it starts (the one busy loads run at)
-PROFILE_LARGE_BATCH = 64
-
 
 def resolve_device(device: str) -> str:
     """The torch device for ``HOLMES_DEVICE``: ``cpu``, ``cuda`` (refused without a GPU) or ``auto`` (cuda if any).
@@ -50,22 +47,23 @@ def resolve_device(device: str) -> str:
 
 
 def measure_profile_scales(models: Sequence[ServedModel], budget_s: float = 0.1) -> dict[str, tuple[float, float]]:
-    """Per model, its time here and now over its card's profile at batch 1 and at ``PROFILE_LARGE_BATCH``
+    """Per model, its time here and now over its card's profile at batch 1 and at ``PROFILE_SCALE_BATCH``
     (:func:`models.zoo.served.profile_latency`: median of timed calls, one torch thread, on the model's device).
 
     A card's profile was measured when the model was registered; on another day the same machine ran the
     10-s candidates 1.1-3.3x slower, idle (1.5-2.9x at batch 1, 1.1-3.3x at 64: not one factor per
     machine), and the latency model would have taken that for contention only once batches had run.
     About 3 s at worker start (18 candidates; 6 s on the slower day)."""
-    from ensemble.latency import BatchProfile
+    from ensemble.latency import PROFILE_SCALE_BATCH, BatchProfile
     from models.zoo.served import profile_latency
 
     out: dict[str, tuple[float, float]] = {}
     for model in models:
         card = BatchProfile.from_card(model.card.latency_ms)
-        now = profile_latency(model, (1, PROFILE_LARGE_BATCH), device=model.device, budget_s=budget_s)
-        if card(1) > 0 and card(PROFILE_LARGE_BATCH) > 0:
-            out[model.model_id] = (now[1] / card(1), now[PROFILE_LARGE_BATCH] / card(PROFILE_LARGE_BATCH))
+        large = PROFILE_SCALE_BATCH
+        now = profile_latency(model, (1, large), device=model.device, budget_s=budget_s)
+        if card(1) > 0 and card(large) > 0:
+            out[model.model_id] = (now[1] / card(1), now[large] / card(large))
     return out
 
 
@@ -81,7 +79,7 @@ def build_planner(zoo: Sequence[ServedModel], settings: WorkerSettings, feature_
     given (``{}``: the cards as they are). The latency model is the planner's ``latency``; its downstream
     transport waits up to half of ``api_fetch_max_wait_ms``.
     """
-    from ensemble.latency import Costs, LatencyModel, Transport, measure_feature_costs
+    from ensemble.latency import PROFILE_SCALE_BATCH, Costs, LatencyModel, Transport, measure_feature_costs
     from ensemble.planner import Planner, PlannerConfig
     from ensemble.selector import candidates
 
@@ -103,7 +101,7 @@ def build_planner(zoo: Sequence[ServedModel], settings: WorkerSettings, feature_
             large = sorted(b for _, b in profile_scales.values())
             log.info("the %d candidate models run %.2f-%.2fx their cards' profiles here at batch %d (median "
                      "%.2fx); planning with what was measured", len(large), large[0], large[-1],
-                     PROFILE_LARGE_BATCH, large[len(large) // 2])
+                     PROFILE_SCALE_BATCH, large[len(large) // 2])
     latency = latency.rescaled(profile_scales)
     # Upstream: the default until the worker has measured its own. Downstream: a score waits for the API's
     # fetch in flight, which the embedded broker holds about half of its wait even when data arrives meanwhile
