@@ -6,9 +6,10 @@ profile (:class:`Slowdown`). The planner keeps the plan in force unless
 
 * **it no longer fits**: its predicted p99 at the observed load is over the budget (beds joined, a burst,
   a model running slower than profiled). Then it sheds at once, without a search (which on a saturated
-  machine takes seconds while the queue grows): the plan's own members, dropping the most expensive first,
-  until the rest is predicted within ``budget * (1 - margin)``, or else the best of the lone models about as
-  fast as the fastest. The search for the best ensemble at the new load follows as an upgrade (below);
+  machine takes seconds while the queue grows): the best on validation of the plan's own members' subsets and
+  of every candidate alone that is predicted within ``budget * (1 - margin)``, or else the best of the lone
+  models about as fast as the fastest. The search for the best ensemble at the new load follows as an upgrade
+  (below);
 * **a better one fits and keeps fitting**: the load has changed (beds left, a slow model recovered) and
   the best ensemble for it beats the plan in force by at least ``min_gain`` validation ROC-AUC, and has
   stayed the best for ``dwell_s`` seconds. Searches are rate-limited and every new measure is a new search,
@@ -32,6 +33,7 @@ a second, so the worker calls :meth:`Planner.choose` off its event loop.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import math
 import os
@@ -133,6 +135,9 @@ class PlannerConfig:
         if not (valid and self.contention >= 1.0):
             raise EnsembleError(f"invalid planner config {self}")
 
+
+SHED_SUBSETS_UP_TO = 6
+"""A plan of at most this many members is shed to the best of all its subsets that fits (:meth:`Planner.shed`)."""
 
 FALLBACK_BUSY_BAND = 0.05
 """How much busier (share of the time) than the least busy candidate a lone model served when nothing fits may
@@ -511,7 +516,7 @@ class Planner:
         if all(m.contract.leads > 1 for m in members):
             one_lead = [m for m in self._by_id.values() if m.contract.leads == 1]
             if one_lead:
-                best = max(one_lead, key=lambda m: (table_objective(self.table, m.model_id), -self.latency.models_ms(
+                best = max(one_lead, key=lambda m: (table_objective(self.table, (m.model_id,)), -self.latency.models_ms(
                     [m.model_id], 1)))
                 fallback = (best,)
         return ServingPlan(
@@ -647,18 +652,27 @@ class Planner:
         return max(fits, key=lambda s: s.objective)
 
     def shed(self, members: Sequence[str], load: Load) -> Selection:
-        """The quickest way back under the budget, without a search: ``members`` minus their most expensive
-        ones, as few as needed for a predicted p99 within ``budget * (1 - margin)``; else a lone model about
-        as fast as the fastest (:meth:`_fastest`). A pinned plan is never shed (deadline drops are all it has)."""
+        """The best way back under the budget without a search: of the plan's own members' subsets (the
+        cheapest-first prefixes of a plan of more than :data:`SHED_SUBSETS_UP_TO` members) and of every candidate
+        alone, the best on validation predicted within ``budget * (1 - margin)``; else a lone model about as fast
+        as the fastest (:meth:`_fastest`). Tried best first, so a shed costs a few predictions (at most 80 or
+        so, about 1 ms each at 1,000 beds). Keeping merely the cheapest members could keep a two-lead model of
+        validation ROC-AUC 0.73 alone, which is how the bench served one for 80 s at 1,000 beds (its pair with
+        a one-lead model scores 0.993). A pinned plan is never shed (deadline drops are all it has)."""
         assert self.table is not None
         if self.config.pinned:
             return self.choose(load)  # the pinned selection, never searched
         kept = self._cheapest_first(members)
-        while len(kept) > 1:
-            kept = kept[:-1]
-            p99 = self.plan_p99(kept, load)
+        if len(kept) <= SHED_SUBSETS_UP_TO:
+            subsets = [c for k in range(1, len(kept)) for c in itertools.combinations(kept, k)]
+        else:
+            subsets = [tuple(kept[:k]) for k in range(1, len(kept))]
+        options = list(dict.fromkeys([*subsets, *((m,) for m in self.candidate_ids)]))
+        options.sort(key=lambda s: (-table_objective(self.table, s), self.latency.models_ms(s, 64), s))
+        for option in options:
+            p99 = self.plan_p99(option, load)
             if p99 <= self.target_ms:
-                return Selection(tuple(kept), self.table.objective(tuple(kept)), p99, "shed", len(members))
+                return Selection(option, self.table.objective(option), p99, "shed", len(members))
         return self._fastest(load)
 
     def _fastest(self, load: Load) -> Selection:
@@ -676,7 +690,7 @@ class Planner:
         near = [m for m, p in predicted.items() if m == fastest or (
             p.p99_ms <= predicted[fastest].p99_ms * self.config.change_ratio
             and p.utilisation <= least_busy + FALLBACK_BUSY_BAND)]
-        chosen = max(near, key=lambda m: (table_objective(self.table, m), m))
+        chosen = max(near, key=lambda m: (table_objective(self.table, (m,)), m))
         return Selection((chosen,), self.table.objective((chosen,)), predicted[chosen].p99_ms, "cheapest",
                          len(predicted))
 
@@ -789,8 +803,9 @@ def headroom_p99(model: LatencyModel, members: Sequence[str], load: Load, max_ut
     return prediction.p99_ms if prediction.utilisation <= max_utilisation else math.inf
 
 
-def table_objective(table: ValidationTable | None, model_id: str) -> float:
-    value = table.objective((model_id,)) if table is not None else math.nan
+def table_objective(table: ValidationTable | None, members: Sequence[str]) -> float:
+    """Validation objective of ``members``; -1 (ranks last) where there is no table or it is not a number."""
+    value = table.objective(members) if table is not None else math.nan
     return value if math.isfinite(value) else -1.0
 
 
