@@ -319,6 +319,8 @@ class Planner:
     _seen: Load | None = None  # the planning load of the last observation
     _inflight: tuple[tuple[object, ...], Future[Selection | None]] | None = None  # (search key, its result)
     _sheds: Counter[frozenset[str]] = field(default_factory=Counter)  # how often each member set was shed
+    _multi_lead: frozenset[str] = frozenset()  # candidates that need more than one lead
+    _fallback_id: str | None = None  # the one-lead model a plan of only those serves one-lead beds with
 
     def __post_init__(self) -> None:
         served = candidates(self.models, self.config.window_s, self.config.leads)
@@ -333,6 +335,10 @@ class Planner:
         self._old_upstream = self._upstream_figures(self._transport)
         if self.table is None:
             self.table = ValidationTable.from_models(served, window_s=self.config.window_s)
+        self._multi_lead = frozenset(m.model_id for m in served if m.contract.leads > 1)
+        one_lead = [m.model_id for m in served if m.contract.leads == 1]
+        self._fallback_id = max(one_lead, key=lambda m: (table_objective(self.table, (m,)),
+                                                         -self.latency.models_ms([m], 1))) if one_lead else None
 
     @property
     def candidate_ids(self) -> list[str]:
@@ -393,14 +399,20 @@ class Planner:
         return replace(self.latency, costs=costs, slowdown=self._slowdown, contention=self._contention,
                        transport=self._transport, jitter=self._jitter)
 
+    def served(self, members: Sequence[str]) -> tuple[str, ...]:
+        """What runs for a plan of ``members``: they, and its one-lead fallback if it has one
+        (:func:`with_fallback`)."""
+        return with_fallback(members, self._multi_lead, self._fallback_id)
+
     def predict(self, members: Sequence[str], load: Load) -> LatencyPrediction:
-        """Predicted latency of ``members`` at ``load`` with the slowdowns observed so far."""
-        return self.model().predict(members, load)
+        """Predicted latency of a plan of ``members`` (and its fallback, :meth:`served`) at ``load`` with the
+        slowdowns observed so far."""
+        return self.model().predict(self.served(members), load)
 
     def plan_p99(self, members: Sequence[str], load: Load) -> float:
         """What a new plan is held to: the predicted p99 of ``members`` at ``load``, infinite when they would
         keep the executor busy more than ``max_utilisation`` of the time (:func:`headroom_p99`)."""
-        return headroom_p99(self.model(), members, load, self.config.max_utilisation)
+        return headroom_p99(self.model(), self.served(members), load, self.config.max_utilisation)
 
     def fit_contention(self, members: Sequence[str], load: Load, measured_p99_ms: float) -> float:
         """The contention at which the model predicts the measured p99 of ``members`` (never below the one in
@@ -411,7 +423,7 @@ class Planner:
         model = self.model()
 
         def p99(contention: float) -> float:
-            return replace(model, contention=contention).predict(members, load).p99_ms
+            return replace(model, contention=contention).predict(self.served(members), load).p99_ms
 
         lo, hi = self._contention, 20.0
         if p99(lo) >= target:
@@ -450,7 +462,8 @@ class Planner:
                 try:
                     if self._searcher is None:
                         assert self.table is not None
-                        self._searcher = SearchProcess(self.candidate_ids, self.table, self.config.max_members)
+                        self._searcher = SearchProcess(self.candidate_ids, self.table, self.config.max_members,
+                                                       self._multi_lead, self._fallback_id)
                     self._inflight = (key, self._searcher.submit(load, self.model(), self.target_ms,
                                                                  self.config.max_utilisation))
                     return None
@@ -475,7 +488,8 @@ class Planner:
             if self.config.search_in_process:
                 try:
                     if self._searcher is None:
-                        self._searcher = SearchProcess(self.candidate_ids, table, self.config.max_members)
+                        self._searcher = SearchProcess(self.candidate_ids, table, self.config.max_members,
+                                                       self._multi_lead, self._fallback_id)
                     chosen = self._searcher.select(load, self.model(), target, self.config.max_utilisation)
                 except (BrokenProcessPool, OSError) as exc:  # searched here this time, a new process next time
                     log.warning("the search process failed (%s); searching in this process", exc)
@@ -512,13 +526,7 @@ class Planner:
         order = self._cheapest_first(selection.members)
         members = tuple(self._by_id[m] for m in order)
         prediction = self.predict(order, load)
-        fallback = ()
-        if all(m.contract.leads > 1 for m in members):
-            one_lead = [m for m in self._by_id.values() if m.contract.leads == 1]
-            if one_lead:
-                best = max(one_lead, key=lambda m: (table_objective(self.table, (m.model_id,)), -self.latency.models_ms(
-                    [m.model_id], 1)))
-                fallback = (best,)
+        fallback = tuple(self._by_id[m] for m in self.served(order)[len(order):])
         return ServingPlan(
             members=members,
             combiner=self.table.combiner(order),
@@ -744,13 +752,14 @@ class SearchProcess:
     the table once and the latency model (as observed at the time) with each search, and dies with its parent.
     """
 
-    def __init__(self, candidate_ids: Sequence[str], table: ValidationTable, max_members: int | None) -> None:
+    def __init__(self, candidate_ids: Sequence[str], table: ValidationTable, max_members: int | None,
+                 multi_lead: frozenset[str], fallback_id: str | None) -> None:
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
 
         self._pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
                                          initializer=_init_search,
-                                         initargs=(list(candidate_ids), table, max_members))
+                                         initargs=(list(candidate_ids), table, max_members, multi_lead, fallback_id))
 
     def submit(self, load: Load, model: LatencyModel, target_ms: float,
                max_utilisation: float) -> Future[Selection | None]:
@@ -772,13 +781,15 @@ class SearchProcess:
 _SEARCH: dict[str, object] = {}
 
 
-def _init_search(candidate_ids: list[str], table: ValidationTable, max_members: int | None) -> None:
+def _init_search(candidate_ids: list[str], table: ValidationTable, max_members: int | None,
+                 multi_lead: frozenset[str], fallback_id: str | None) -> None:
     from ensemble.feature_process import die_with_parent
 
     die_with_parent()
     with contextlib.suppress(OSError):  # a search is background work: the worker's threads, the broker and the
         os.nice(10)  # API come first on a small machine (a search beside them made one hop's p99 4x)
-    _SEARCH.update(ids=candidate_ids, table=table, max_members=max_members)
+    _SEARCH.update(ids=candidate_ids, table=table, max_members=max_members, multi_lead=multi_lead,
+                   fallback_id=fallback_id)
 
 
 def _search(load: Load, model: LatencyModel, target_ms: float, max_utilisation: float) -> Selection | None:
@@ -786,13 +797,25 @@ def _search(load: Load, model: LatencyModel, target_ms: float, max_utilisation: 
     assert isinstance(table, ValidationTable)
 
     def p99(members: tuple[str, ...]) -> float:
-        return headroom_p99(model, members, load, max_utilisation)
+        served = with_fallback(members, _SEARCH["multi_lead"], _SEARCH["fallback_id"])  # type: ignore[arg-type]
+        return headroom_p99(model, served, load, max_utilisation)
 
     try:
         return select(_SEARCH["ids"], table.objective, p99, target_ms,  # type: ignore[arg-type]
                       max_members=_SEARCH["max_members"])  # type: ignore[arg-type]
     except NoFeasibleEnsemble:
         return None
+
+
+def with_fallback(members: Sequence[str], multi_lead: frozenset[str], fallback_id: str | None) -> tuple[str, ...]:
+    """What runs for a plan of ``members``: they, and the one-lead ``fallback_id`` when every member needs more
+    leads than a one-lead bed has (the plan serves such beds with it, :meth:`Planner.build`). Predicted as if
+    the fallback ran on every window, the safe side: a two-lead CNN alone at 1,000 beds was predicted 309 ms
+    without its fallback and measured 652."""
+    members = tuple(members)
+    if fallback_id is None or not members or not set(members) <= multi_lead:
+        return members
+    return (*members, fallback_id)
 
 
 def headroom_p99(model: LatencyModel, members: Sequence[str], load: Load, max_utilisation: float) -> float:

@@ -360,6 +360,7 @@ def worker_figures(options: BenchOptions, stats_path: Path) -> dict[str, Any]:
         return {"worker": None, "predicted_ms": None}
     executor = stats.get("executor", {})
     members = stats.get("plan", {}).get("members", [])
+    runs = [*members, *stats.get("plan", {}).get("fallback", [])]  # what ran: a plan's one-lead fallback too
     busy = float(executor.get("busy_s") or 0.0)
     out: dict[str, Any] = {
         "worker": stats,
@@ -374,7 +375,7 @@ def worker_figures(options: BenchOptions, stats_path: Path) -> dict[str, Any]:
         "predicted_ms": None,
     }
     if members and options.mode != "offline":
-        zoo = [m for m in load_zoo() if m.model_id in members]
+        zoo = [m for m in load_zoo() if m.model_id in runs]
         batch = 1 if options.mode == "per-request" else 256
         # the feature costs the worker timed at its start: its contention is measured against those (timing
         # them again here, on a machine that is now idle, mixed two baselines)
@@ -396,7 +397,7 @@ def worker_figures(options: BenchOptions, stats_path: Path) -> dict[str, Any]:
         load = Load(options.beds, options.hop_s, options.chunk_s, phases=options.stagger_ticks,
                     spread_s=0.0 if options.aligned else options.chunk_s,
                     bunch_s=0.0 if options.aligned else float((stats.get("last_load") or {}).get("bunch_s") or 0.0))
-        out["predicted_idle_ms"] = model.predict(members, load).as_dict()
+        out["predicted_idle_ms"] = model.predict(runs, load).as_dict()
         # the worker's measured contention and per-model slowdowns: the inputs the planner itself uses
         model.contention = float(stats.get("contention") or 1.0)
         model.jitter = tuple(stats.get("jitter") or (1.0,))
@@ -404,8 +405,8 @@ def worker_figures(options: BenchOptions, stats_path: Path) -> dict[str, Any]:
             model.costs = replace(model.costs, chunk_ms=float(stats["chunk_ms"]) / model.contention)
         if executor.get("deliver_ms"):  # and per published score
             model.costs = replace(model.costs, deliver_ms=float(executor["deliver_ms"]) / model.contention)
-        model.slowdown = {m: float(r) for m, r in (stats.get("slowdown") or {}).items() if m in members}
-        out["predicted_ms"] = model.predict(members, load).as_dict()
+        model.slowdown = {m: float(r) for m, r in (stats.get("slowdown") or {}).items() if m in runs}
+        out["predicted_ms"] = model.predict(runs, load).as_dict()
         out["contention"] = round(model.contention, 2)
     return out
 

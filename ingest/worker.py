@@ -991,6 +991,7 @@ def build_app(config: WorkerConfig, scorer: WindowScorer, planner: Planner | Non
             "delivery": {**delivery, "in_flight_sends": sending["in_flight"], "retrying_sends": len(retries),
                          "publish_errors": counters.publish_errors, "commits": counters.commits},
             "plan": {"plan_id": scorer.plan.plan_id, "members": list(scorer.plan.member_ids),
+                     "fallback": [m.model_id for m in scorer.plan.fallback],
                      "predicted_p50_ms": scorer.plan.predicted_p50_ms,
                      "predicted_p99_ms": scorer.plan.predicted_p99_ms, "reason": scorer.plan.reason},
             "replans": planner.changes if planner is not None else 0,

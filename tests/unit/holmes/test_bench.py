@@ -75,6 +75,15 @@ def test_the_prediction_takes_what_the_worker_measured(tmp_path) -> None:  # typ
     path.write_text(json.dumps(costly))
     dear = worker_figures(options, path)
     assert dear["predicted_ms"]["p99_ms"] > full["predicted_ms"]["p99_ms"] + 50
+    # a plan of two-lead members ran its one-lead fallback too (the worker's stats name it): predicted with it
+    alone = {**measured, "plan": {"members": ["resnet1d-w16d4-rr-2l-10s@1"]}}
+    with_fallback = {**alone, "plan": {**alone["plan"], "fallback": ["transformer-d48l3-rr-1l-10s@1"]}}
+    predicted = []
+    for i, stats in enumerate((alone, with_fallback)):
+        path = tmp_path / f"stats-lead-{i}.json"
+        path.write_text(json.dumps(stats))
+        predicted.append(worker_figures(options, path)["predicted_ms"]["p99_ms"])
+    assert predicted[1] > predicted[0]
 
 
 def test_the_benchs_worker_assumes_a_shared_machine_unless_told_otherwise() -> None:
