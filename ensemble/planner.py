@@ -311,7 +311,9 @@ class Planner:
     _chunk_ms: float | None = None
     _deliver_ms: float | None = None
     _old_deliver_ms: float | None = None
+    _old_chunk_ms: float | None = None
     _jitter: tuple[float, ...] = (1.0,)
+    _old_jitter: tuple[float, ...] = (1.0,)
     _old_upstream: tuple[float, float] = (0.0, 0.0)
     _last_search_s: float = -math.inf
     _searcher: SearchProcess | None = None
@@ -576,8 +578,10 @@ class Planner:
                 self._sticky(old, new) != old
                 for old, new in zip(self._old_upstream, self._upstream_figures(transport), strict=True)):
             self._transport = transport
+        self._old_jitter = self._jitter
         if jitter is not None and jitter and self._sticky(self._jitter[-1], jitter[-1]) != self._jitter[-1]:
             self._jitter = tuple(jitter)
+        self._old_chunk_ms = self._chunk_ms
         self._chunk_ms = self._measured_cost(chunk_ms, self.latency.costs.chunk_ms, self._chunk_ms)
         self._old_deliver_ms = self._deliver_ms
         self._deliver_ms = self._measured_cost(deliver_ms, self.latency.costs.deliver_ms, self._deliver_ms)
@@ -719,6 +723,9 @@ class Planner:
             parts.append(f"beds {before.beds} -> {after.beds}")
         if after.phases != before.phases:
             parts.append(f"due in {after.phases} of {after.ticks_per_hop} ticks per hop (was {before.phases})")
+        if (after.spread_s, after.bunch_s) != (before.spread_s, before.bunch_s):
+            parts.append(f"a tick's chunks arrive over {after.spread_s:g} s, {after.bunch_s * 1000:.0f} ms apart "
+                         f"(was {before.spread_s:g} s, {before.bunch_s * 1000:.0f} ms)")
         if abs(self._contention - self._old_contention) > 1e-9:
             parts.append(f"CPU work runs {self._contention:.2f}x its idle cost (was {self._old_contention:.2f}x)")
         upstream = self._upstream_figures(self._transport)
@@ -728,6 +735,11 @@ class Planner:
         if self._deliver_ms != self._old_deliver_ms:
             old_ms = self.latency.costs.deliver_ms if self._old_deliver_ms is None else self._old_deliver_ms
             parts.append(f"a score takes {self._deliver_ms:.2f} ms to publish (was {old_ms:.2f})")
+        if self._chunk_ms != self._old_chunk_ms:
+            old_ms = self.latency.costs.chunk_ms if self._old_chunk_ms is None else self._old_chunk_ms
+            parts.append(f"a chunk takes {self._chunk_ms:.2f} ms to decode (was {old_ms:.2f})")
+        if self._jitter != self._old_jitter:
+            parts.append(f"a batch runs up to {self._jitter[-1]:.1f}x its mean time (was {self._old_jitter[-1]:.1f}x)")
         for m in members:
             new, old = self._slowdown.get(m, 1.0), old_slowdown.get(m, 1.0)
             if abs(new - old) > 1e-9:

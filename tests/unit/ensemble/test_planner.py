@@ -475,3 +475,27 @@ def test_a_plan_of_two_lead_models_is_predicted_with_the_one_lead_fallback_it_se
     pair = (cnn, "transformer-d48l3-rr-1l-10s@1")
     assert planner.served(pair) == pair and planner.predict(pair, load) == model.predict(pair, load)
     assert planner.build(Selection(pair, 0.99, 0.0, "test", 0), load, "test").fallback == ()
+
+
+def test_a_replan_for_chunks_arriving_together_says_so(zoo: list[ServedModel]) -> None:
+    # the same beds, but a tick's chunks now reach the worker all at once instead of over the second (beds
+    # whose clocks fell into step): over budget, and the reason names what changed, not "load unchanged"
+    latency = LatencyModel.from_models(zoo, Costs(feature_ms=1.0))
+    planner = Planner(zoo, latency, PlannerConfig(budget_ms=90.0))
+    spread_out = Load(64, phases=5, spread_s=1.0, bunch_s=0.1)
+    start = planner.start(spread_out)
+    together = replace(spread_out, spread_s=0.0, bunch_s=0.0)
+    assert planner.predict(start.member_ids, together).p99_ms > 90.0
+    shed = planner.observe(1.0, together)
+    assert shed is not None and shed.reason.startswith("over budget: a tick's chunks arrive over 0 s, 0 ms apart "
+                                                       "(was 1 s, 100 ms)")
+
+
+def test_a_replan_names_a_new_batch_jitter_and_chunk_cost(planner: Planner) -> None:
+    planner.start(spread(64))
+    prior = planner.latency.costs.chunk_ms
+    # batches now vary up to 6x their mean time (the p99 with them is over the 110-ms budget); chunks cost more too
+    shed = planner.observe(1.0, spread(64), {}, 1.0, chunk_ms=0.3, jitter=(0.2, 0.5, 1.0, 6.0))
+    assert shed is not None and shed.reason.startswith("over budget: ")
+    assert f"a chunk takes 0.30 ms to decode (was {prior:.2f})" in shed.reason
+    assert "a batch runs up to 6.0x its mean time (was 1.0x)" in shed.reason
