@@ -464,8 +464,7 @@ class Planner:
                 try:
                     if self._searcher is None:
                         assert self.table is not None
-                        self._searcher = SearchProcess(self.candidate_ids, self.table, self.config.max_members,
-                                                       self._multi_lead, self._fallback_id)
+                        self._searcher = SearchProcess(self.candidate_ids, self.table, self.config.max_members)
                     self._inflight = (key, self._searcher.submit(load, self.model(), self.target_ms,
                                                                  self.config.max_utilisation))
                     return None
@@ -481,17 +480,17 @@ class Planner:
         target = self.target_ms
         assert self.table is not None
         table = self.table
+        model = self.model()
 
-        def p99(members: tuple[str, ...]) -> float:
-            return self.plan_p99(members, load)
+        def p99(members: tuple[str, ...]) -> float:  # as the search process predicts (see with_fallback)
+            return headroom_p99(model, members, load, self.config.max_utilisation)
 
         try:
             chosen = None
             if self.config.search_in_process:
                 try:
                     if self._searcher is None:
-                        self._searcher = SearchProcess(self.candidate_ids, table, self.config.max_members,
-                                                       self._multi_lead, self._fallback_id)
+                        self._searcher = SearchProcess(self.candidate_ids, table, self.config.max_members)
                     chosen = self._searcher.select(load, self.model(), target, self.config.max_utilisation)
                 except (BrokenProcessPool, OSError) as exc:  # searched here this time, a new process next time
                     log.warning("the search process failed (%s); searching in this process", exc)
@@ -764,14 +763,13 @@ class SearchProcess:
     the table once and the latency model (as observed at the time) with each search, and dies with its parent.
     """
 
-    def __init__(self, candidate_ids: Sequence[str], table: ValidationTable, max_members: int | None,
-                 multi_lead: frozenset[str], fallback_id: str | None) -> None:
+    def __init__(self, candidate_ids: Sequence[str], table: ValidationTable, max_members: int | None) -> None:
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
 
         self._pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
                                          initializer=_init_search,
-                                         initargs=(list(candidate_ids), table, max_members, multi_lead, fallback_id))
+                                         initargs=(list(candidate_ids), table, max_members))
 
     def submit(self, load: Load, model: LatencyModel, target_ms: float,
                max_utilisation: float) -> Future[Selection | None]:
@@ -793,15 +791,13 @@ class SearchProcess:
 _SEARCH: dict[str, object] = {}
 
 
-def _init_search(candidate_ids: list[str], table: ValidationTable, max_members: int | None,
-                 multi_lead: frozenset[str], fallback_id: str | None) -> None:
+def _init_search(candidate_ids: list[str], table: ValidationTable, max_members: int | None) -> None:
     from ensemble.feature_process import die_with_parent
 
     die_with_parent()
     with contextlib.suppress(OSError):  # a search is background work: the worker's threads, the broker and the
         os.nice(10)  # API come first on a small machine (a search beside them made one hop's p99 4x)
-    _SEARCH.update(ids=candidate_ids, table=table, max_members=max_members, multi_lead=multi_lead,
-                   fallback_id=fallback_id)
+    _SEARCH.update(ids=candidate_ids, table=table, max_members=max_members)
 
 
 def _search(load: Load, model: LatencyModel, target_ms: float, max_utilisation: float) -> Selection | None:
@@ -809,8 +805,7 @@ def _search(load: Load, model: LatencyModel, target_ms: float, max_utilisation: 
     assert isinstance(table, ValidationTable)
 
     def p99(members: tuple[str, ...]) -> float:
-        served = with_fallback(members, _SEARCH["multi_lead"], _SEARCH["fallback_id"])  # type: ignore[arg-type]
-        return headroom_p99(model, served, load, max_utilisation)
+        return headroom_p99(model, members, load, max_utilisation)
 
     try:
         return select(_SEARCH["ids"], table.objective, p99, target_ms,  # type: ignore[arg-type]
@@ -823,7 +818,12 @@ def with_fallback(members: Sequence[str], multi_lead: frozenset[str], fallback_i
     """What runs for a plan of ``members``: they, and the one-lead ``fallback_id`` when every member needs more
     leads than a one-lead bed has (the plan serves such beds with it, :meth:`Planner.build`). Predicted as if
     the fallback ran on every window, the safe side: a two-lead CNN alone at 1,000 beds was predicted 309 ms
-    without its fallback and measured 652."""
+    without its fallback and measured 652.
+
+    The search does not count it: its pruning needs a latency that never falls when a member is added, and
+    adding a one-lead member drops the fallback. It needs not: a subset of two-lead models alone scores about
+    0.73-0.75 on validation (it cannot read CinC's windows), below any that fits with a one-lead member, and a
+    plan it returns is checked again with the fallback (:meth:`Planner._collect`)."""
     members = tuple(members)
     if fallback_id is None or not members or not set(members) <= multi_lead:
         return members
