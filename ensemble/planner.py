@@ -402,9 +402,19 @@ class Planner:
                        transport=self._transport, jitter=self._jitter)
 
     def served(self, members: Sequence[str]) -> tuple[str, ...]:
-        """What runs for a plan of ``members``: they, and its one-lead fallback if it has one
-        (:func:`with_fallback`)."""
-        return with_fallback(members, self._multi_lead, self._fallback_id)
+        """What runs for a plan of ``members``: they, and the best one-lead model when every member needs more
+        leads than a one-lead bed has (the plan serves such beds with it, :meth:`build`). Predicted as if the
+        fallback ran on every window, the safe side: a two-lead CNN alone at 1,000 beds was predicted 309 ms
+        without its fallback and measured 652.
+
+        The search does not count it: its pruning needs a latency that never falls when a member is added, and
+        adding a one-lead member drops the fallback. It needs not: a subset of two-lead models alone scores
+        about 0.73-0.75 on validation (it cannot read CinC's windows), below any that fits with a one-lead
+        member, and a plan the search process returns is checked again with it (:meth:`_collect`)."""
+        members = tuple(members)
+        if self._fallback_id is None or not members or not set(members) <= self._multi_lead:
+            return members
+        return (*members, self._fallback_id)
 
     def predict(self, members: Sequence[str], load: Load) -> LatencyPrediction:
         """Predicted latency of a plan of ``members`` (and its fallback, :meth:`served`) at ``load`` with the
@@ -482,7 +492,7 @@ class Planner:
         table = self.table
         model = self.model()
 
-        def p99(members: tuple[str, ...]) -> float:  # as the search process predicts (see with_fallback)
+        def p99(members: tuple[str, ...]) -> float:  # as the search process predicts (see served)
             return headroom_p99(model, members, load, self.config.max_utilisation)
 
         try:
@@ -491,7 +501,7 @@ class Planner:
                 try:
                     if self._searcher is None:
                         self._searcher = SearchProcess(self.candidate_ids, table, self.config.max_members)
-                    chosen = self._searcher.select(load, self.model(), target, self.config.max_utilisation)
+                    chosen = self._searcher.select(load, model, target, self.config.max_utilisation)
                 except (BrokenProcessPool, OSError) as exc:  # searched here this time, a new process next time
                     log.warning("the search process failed (%s); searching in this process", exc)
                     self.close()
@@ -812,22 +822,6 @@ def _search(load: Load, model: LatencyModel, target_ms: float, max_utilisation: 
                       max_members=_SEARCH["max_members"])  # type: ignore[arg-type]
     except NoFeasibleEnsemble:
         return None
-
-
-def with_fallback(members: Sequence[str], multi_lead: frozenset[str], fallback_id: str | None) -> tuple[str, ...]:
-    """What runs for a plan of ``members``: they, and the one-lead ``fallback_id`` when every member needs more
-    leads than a one-lead bed has (the plan serves such beds with it, :meth:`Planner.build`). Predicted as if
-    the fallback ran on every window, the safe side: a two-lead CNN alone at 1,000 beds was predicted 309 ms
-    without its fallback and measured 652.
-
-    The search does not count it: its pruning needs a latency that never falls when a member is added, and
-    adding a one-lead member drops the fallback. It needs not: a subset of two-lead models alone scores about
-    0.73-0.75 on validation (it cannot read CinC's windows), below any that fits with a one-lead member, and a
-    plan it returns is checked again with the fallback (:meth:`Planner._collect`)."""
-    members = tuple(members)
-    if fallback_id is None or not members or not set(members) <= multi_lead:
-        return members
-    return (*members, fallback_id)
 
 
 def headroom_p99(model: LatencyModel, members: Sequence[str], load: Load, max_utilisation: float) -> float:
